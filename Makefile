@@ -1,0 +1,58 @@
+# pactor: the two commands (`make run`, `make test`) and the optional targets.
+# Every target installs what is missing first (tools/install-deps.sh).
+
+BUILD        ?= build
+BUILD_TYPE   ?= RelWithDebInfo
+JOBS         ?= 2
+PACTOR_WERROR ?= OFF
+CMAKE_FLAGS  ?=
+
+.PHONY: all deps configure build run test bench test-asan fuzz format tidy clean
+
+all: build
+
+deps:
+	@tools/install-deps.sh
+
+configure: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
+	  -DPACTOR_WERROR=$(PACTOR_WERROR) $(CMAKE_FLAGS) >/dev/null
+
+build: configure
+	@cmake --build $(BUILD) -j $(JOBS)
+
+# The main job: the flagship example.
+run: build
+	@$(BUILD)/examples/hello
+
+# Every test, through CTest (unit suites, examples, install check, bench smoke run).
+test: build
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
+
+# pactor beside Python multiprocessing, in one run; writes bench/RESULTS.md.
+bench: build
+	@python3 bench/run.py --pactor $(BUILD)/bench/pactor-bench --out bench/RESULTS.md $(BENCH_ARGS)
+
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+test-asan:
+	@$(MAKE) test BUILD=build-asan BUILD_TYPE=Debug \
+	  CMAKE_FLAGS="-DPACTOR_SANITIZERS=address,undefined -DPACTOR_ENABLE_BENCHMARKS=OFF"
+
+# libFuzzer targets (clang only); runs each for FUZZ_SECONDS.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@PACTOR_WITH_CLANG=1 tools/install-deps.sh
+	@cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug \
+	  -DPACTOR_ENABLE_FUZZING=ON -DPACTOR_ENABLE_BENCHMARKS=OFF -DPACTOR_ENABLE_EXAMPLES=OFF >/dev/null
+	@cmake --build build-fuzz -j $(JOBS) --target decode_fuzzer
+	@mkdir -p build-fuzz/corpus && cp tests/fuzz/corpus/* build-fuzz/corpus/
+	@build-fuzz/tests/fuzz/decode_fuzzer -max_total_time=$(FUZZ_SECONDS) build-fuzz/corpus
+
+format:
+	@git ls-files '*.hpp' '*.cpp' | xargs clang-format -i
+
+tidy: configure
+	@git ls-files '*.cpp' | grep -v '^tests/install/' | xargs clang-tidy -p $(BUILD) --quiet
+
+clean:
+	@rm -rf build build-asan build-fuzz

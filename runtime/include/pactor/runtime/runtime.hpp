@@ -1,0 +1,6 @@
+// Everything in the runtime layer.
+
+#pragma once
+
+#include <pactor/runtime/init.hpp>
+#include <pactor/runtime/process.hpp>

@@ -1,0 +1,122 @@
+// Encoding and decoding of messages: envelope + msgpack payload.
+//
+// Any type msgpack-c can pack is a message: aggregates with MSGPACK_DEFINE,
+// standard containers, strings, std::optional, std::variant, enums and user
+// adaptors. Decoding always runs with limits and reports every problem as a
+// decode_error.
+//
+// Example:
+//
+//     struct add { int n; MSGPACK_DEFINE(n) };
+//     auto bytes = pactor::encode(add{2}, {.request_id = 7});
+//     auto msg = pactor::read_envelope(bytes);   // header + payload view
+//     if (msg.header.type == pactor::type_tag<add>())
+//       int n = pactor::decode_payload<add>(msg.payload).n;
+//     add a = pactor::decode<add>(bytes);       // checks the tag itself
+
+#pragma once
+
+#include <pactor/serialization/adaptors.hpp>
+#include <pactor/serialization/envelope.hpp>
+#include <pactor/serialization/errors.hpp>
+#include <pactor/serialization/type_tag.hpp>
+
+#include <msgpack.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <stdexcept>
+#include <vector>
+
+namespace pactor {
+
+namespace detail {
+
+/// A msgpack stream that appends to a byte vector.
+struct byte_writer {
+  std::vector<std::byte>* out;
+  void write(const char* data, std::size_t size) {
+    auto* p = reinterpret_cast<const std::byte*>(data);
+    out->insert(out->end(), p, p + size);
+  }
+};
+
+/// Unpacks one msgpack value that must span all of `payload`.
+msgpack::object_handle unpack_checked(std::span<const std::byte> payload,
+                                      const decode_limits& limits,
+                                      type_tag_t expected,
+                                      std::string_view expected_name);
+
+[[noreturn]] void throw_wrong_shape(type_tag_t expected,
+                                    std::string_view expected_name,
+                                    const char* what);
+
+} // namespace detail
+
+/// Appends the msgpack encoding of `value` (no envelope) to `out`.
+template <class T>
+void pack_payload(std::vector<std::byte>& out, const T& value) {
+  detail::byte_writer w{&out};
+  msgpack::packer<detail::byte_writer> pk(w);
+  pk.pack(value);
+}
+
+/// Appends one message (envelope + payload) to `out`. The envelope's type is
+/// set to type_tag<T>(). Throws std::length_error for a payload over 4 GiB.
+template <class T>
+void encode_to(std::vector<std::byte>& out, const T& msg, envelope meta = {}) {
+  auto start = out.size();
+  out.resize(start + envelope_header_size);
+  pack_payload(out, msg);
+  auto payload_size = out.size() - start - envelope_header_size;
+  if (payload_size > std::numeric_limits<std::uint32_t>::max()) {
+    out.resize(start);
+    throw std::length_error("pactor::encode: payload over 4 GiB");
+  }
+  meta.type = type_tag<T>();
+  write_envelope_header(out.data() + start, meta,
+                        static_cast<std::uint32_t>(payload_size));
+}
+
+/// Returns one message (envelope + payload) holding `msg`.
+template <class T>
+[[nodiscard]] std::vector<std::byte> encode(const T& msg, envelope meta = {}) {
+  std::vector<std::byte> out;
+  encode_to(out, msg, meta);
+  return out;
+}
+
+/// Decodes a payload (no envelope) as `T`. Throws decode_error.
+template <class T>
+[[nodiscard]] T decode_payload(std::span<const std::byte> payload,
+                               const decode_limits& limits = {}) {
+  auto handle = detail::unpack_checked(payload, limits, type_tag<T>(),
+                                       type_name<T>());
+  try {
+    return handle.get().template as<T>();
+  } catch (const std::exception& e) {
+    detail::throw_wrong_shape(type_tag<T>(), type_name<T>(), e.what());
+  }
+}
+
+/// Decodes the payload of `msg` as `T` after checking its type tag.
+/// Throws decode_error (type_mismatch, and see decode_payload).
+template <class T>
+[[nodiscard]] T decode_message(const message_view& msg,
+                               const decode_limits& limits = {}) {
+  if (msg.header.type != type_tag<T>())
+    throw decode_error(decode_errc::type_mismatch, "", type_tag<T>(),
+                       type_name<T>(), msg.header.type);
+  return decode_payload<T>(msg.payload, limits);
+}
+
+/// Decodes one whole message (envelope + payload) as `T`. Throws decode_error.
+template <class T>
+[[nodiscard]] T decode(std::span<const std::byte> bytes,
+                       const decode_limits& limits = {}) {
+  return decode_message<T>(read_envelope(bytes, limits), limits);
+}
+
+} // namespace pactor
