@@ -6,6 +6,7 @@ BUILD_TYPE   ?= RelWithDebInfo
 JOBS         ?= 2
 PACTOR_WERROR ?= OFF
 CMAKE_FLAGS  ?=
+MAKEFLAGS    += --no-print-directory
 
 .PHONY: all deps configure build run test bench test-asan fuzz format tidy clean
 
@@ -34,6 +35,11 @@ bench: build
 	@python3 bench/run.py --pactor $(BUILD)/bench/pactor-bench --out bench/RESULTS.md $(BENCH_ARGS)
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+# ASan's own SIGSEGV handler would be reinstalled in every spawned child (a
+# fresh ASan runtime starts after exec); the tests check that children die of
+# their signals, so ASan leaves those signals alone here.
+test-asan: export ASAN_OPTIONS = handle_segv=0:handle_sigbus=0:handle_sigfpe=0:handle_abort=0:detect_leaks=1
+test-asan: export UBSAN_OPTIONS = print_stacktrace=1:halt_on_error=1
 test-asan:
 	@$(MAKE) test BUILD=build-asan BUILD_TYPE=Debug \
 	  CMAKE_FLAGS="-DPACTOR_SANITIZERS=address,undefined -DPACTOR_ENABLE_BENCHMARKS=OFF"

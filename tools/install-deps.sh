@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  cmake make g++ python3 pkg-config
+  cmake make g++ python3
   libmsgpack-cxx-dev   # msgpack-c C++ API (header-only)
   libboost-test-dev    # Boost.Test
   libfmt-dev           # formatting
