@@ -9,12 +9,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fcntl.h>
 #include <fstream>
 #include <functional>
 #include <regex>
 #include <stdexcept>
 #include <string>
-#include <fcntl.h>
 #include <unistd.h>
 #include <vector>
 
@@ -129,7 +129,9 @@ double idle_pss_kb(Tag tag) {
 std::vector<bench_case> all_cases() {
   return {
     {"spawn_join_ms_fork", "ms",
-     [](bool quick) { return spawn_join_ms(pactor::with_fork, quick ? 5 : 500); }},
+     [](bool quick) {
+       return spawn_join_ms(pactor::with_fork, quick ? 5 : 500);
+     }},
     {"spawn_join_ms_spawn", "ms",
      [](bool quick) {
        return spawn_join_ms(pactor::with_spawn, quick ? 5 : 200);

@@ -16,8 +16,8 @@
 
 void report(const std::string& method) {
   auto me = pactor::current_process();
-  std::printf("%-10s child %s (pid %d, parent %d) says hello\n",
-              method.c_str(), me.name.c_str(), static_cast<int>(::getpid()),
+  std::printf("%-10s child %s (pid %d, parent %d) says hello\n", method.c_str(),
+              me.name.c_str(), static_cast<int>(::getpid()),
               static_cast<int>(::getppid()));
 }
 

@@ -105,8 +105,8 @@ void run_bootstrap(int memfd) {
     auto bytes = read_whole_fd(memfd);
     ::close(memfd);
     boot = decode_payload<bootstrap>(bytes);
-    trampoline = reinterpret_cast<trampoline_fn>(
-      resolve_function_ref(boot.trampoline));
+    trampoline
+      = reinterpret_cast<trampoline_fn>(resolve_function_ref(boot.trampoline));
     function = resolve_function_ref(boot.function);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "pactor: child %d cannot start its target: %s\n",

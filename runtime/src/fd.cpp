@@ -37,9 +37,9 @@ bool poll_in(int fd, std::int64_t timeout_ms) {
   for (;;) {
     int wait_ms = -1;
     if (timeout_ms >= 0) {
-      auto left = std::chrono::ceil<std::chrono::milliseconds>(
-                    deadline - clock::now())
-                    .count();
+      auto left
+        = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now())
+            .count();
       wait_ms = static_cast<int>(std::clamp<std::int64_t>(left, 0, 1 << 30));
     }
     pollfd p{fd, POLLIN, 0};
@@ -130,7 +130,7 @@ unique_fd make_memfd(const char* name, std::span<const std::byte> bytes) {
 }
 
 std::vector<std::byte> read_whole_fd(int fd) {
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd, &st) != 0)
     throw_errno("fstat");
   std::vector<std::byte> out(static_cast<std::size_t>(st.st_size));

@@ -1,9 +1,9 @@
 // The forkserver: a single-threaded server process that forks children on
 // request. Protocol: docs/design/processes.md.
 
-#include "internal.hpp"
-
 #include <pactor/runtime/init.hpp>
+
+#include "internal.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -109,8 +109,7 @@ void forkserver_main(int control) {
         if (it == kids.end())
           continue;
         send_with_fds(it->second.get(),
-                      {reinterpret_cast<const std::byte*>(&st), sizeof st},
-                      {});
+                      {reinterpret_cast<const std::byte*>(&st), sizeof st}, {});
         kids.erase(it);
       }
     }
@@ -118,9 +117,8 @@ void forkserver_main(int control) {
       continue;
     request_header req{};
     std::vector<unique_fd> fds;
-    auto n = recv_with_fds(control,
-                           {reinterpret_cast<std::byte*>(&req), sizeof req},
-                           fds);
+    auto n = recv_with_fds(
+      control, {reinterpret_cast<std::byte*>(&req), sizeof req}, fds);
     if (n <= 0)
       server_exit(kids); // the client is gone (EOF) or the socket broke
     auto header_size = offsetof(request_header, targets);
@@ -225,8 +223,7 @@ launched launch_forkserver(process_state& s, std::span<const std::byte> boot) {
   for (int fd : s.pass_fds)
     if (fd < 0 || ::fcntl(fd, F_GETFD) < 0)
       throw std::invalid_argument("pactor: pass_fds holds fd "
-                                  + std::to_string(fd)
-                                  + ", which is not open");
+                                  + std::to_string(fd) + ", which is not open");
   auto memfd = make_memfd("pactor-bootstrap", boot);
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)

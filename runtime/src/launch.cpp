@@ -50,8 +50,7 @@ void validate_pass_fds(const std::vector<int>& fds) {
       throw std::invalid_argument("pactor: pass_fds holds a negative fd");
     if (::fcntl(fd, F_GETFD) < 0)
       throw std::invalid_argument("pactor: pass_fds holds fd "
-                                  + std::to_string(fd)
-                                  + ", which is not open");
+                                  + std::to_string(fd) + ", which is not open");
   }
 }
 
@@ -66,7 +65,7 @@ void reap_quietly(pid_t pid) noexcept {
 
 void prepare_child(const child_setup& s) noexcept {
   // 1. Default signal dispositions and an empty mask.
-  struct sigaction dfl{};
+  struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;
   for (int sig = 1; sig < NSIG; ++sig)
     if (sig != SIGKILL && sig != SIGSTOP)

@@ -1,8 +1,8 @@
 // pactor::process: the handle, the children table, joining and signalling.
 
-#include "internal.hpp"
-
 #include <pactor/runtime/init.hpp>
+
+#include "internal.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -57,9 +57,9 @@ bool reap_locked(process_state& s, std::int64_t timeout_ms) {
     return false;
   siginfo_t info{};
   for (;;) {
-    int rc = ::waitid(static_cast<idtype_t>(P_PIDFD),
-                      static_cast<id_t>(s.pidfd.get()), &info,
-                      WEXITED | WNOHANG);
+    int rc
+      = ::waitid(static_cast<idtype_t>(P_PIDFD),
+                 static_cast<id_t>(s.pidfd.get()), &info, WEXITED | WNOHANG);
     if (rc == 0)
       break;
     if (errno == EINTR)
@@ -69,16 +69,16 @@ bool reap_locked(process_state& s, std::int64_t timeout_ms) {
   if (info.si_pid == 0)
     return false;
   switch (info.si_code) {
-    case CLD_EXITED:
-      s.exitcode = info.si_status;
-      break;
-    case CLD_DUMPED:
-      s.core_dumped = true;
-      s.exitcode = -info.si_status;
-      break;
-    default: // CLD_KILLED
-      s.exitcode = -info.si_status;
-      break;
+  case CLD_EXITED:
+    s.exitcode = info.si_status;
+    break;
+  case CLD_DUMPED:
+    s.core_dumped = true;
+    s.exitcode = -info.si_status;
+    break;
+  default: // CLD_KILLED
+    s.exitcode = -info.si_status;
+    break;
   }
   return true;
 }
@@ -166,12 +166,12 @@ using detail::process_state;
 
 std::string_view to_string(start_method m) noexcept {
   switch (m) {
-    case start_method::fork:
-      return "fork";
-    case start_method::spawn:
-      return "spawn";
-    case start_method::forkserver:
-      return "forkserver";
+  case start_method::fork:
+    return "fork";
+  case start_method::spawn:
+    return "spawn";
+  case start_method::forkserver:
+    return "forkserver";
   }
   return "unknown";
 }
@@ -187,7 +187,7 @@ start_method get_start_method() noexcept {
 process::process() noexcept = default;
 
 process::process(std::shared_ptr<process_state> s) noexcept
-  : state_(std::move(s)) {
+    : state_(std::move(s)) {
 }
 
 process::process(start_method m) : state_(std::make_shared<process_state>()) {
@@ -330,8 +330,8 @@ void process::start() {
     std::vector<std::byte> bytes;
     pack_payload(bytes, boot);
     child = s.method == start_method::spawn
-            ? detail::launch_spawn(s, bytes)
-            : detail::launch_forkserver(s, bytes);
+              ? detail::launch_spawn(s, bytes)
+              : detail::launch_forkserver(s, bytes);
   }
   s.pid = child.pid;
   s.pidfd = std::move(child.pidfd);
@@ -361,8 +361,8 @@ bool process::join_for(std::int64_t timeout_ms) {
       return true;
   }
   // Wait without the lock, so other threads can poll or signal meanwhile.
-  int fd = s.method == start_method::forkserver ? s.status.get()
-                                                : s.pidfd.get();
+  int fd
+    = s.method == start_method::forkserver ? s.status.get() : s.pidfd.get();
   if (!detail::poll_in(fd, timeout_ms))
     return false;
   std::lock_guard lk(s.mu);

@@ -114,9 +114,9 @@ erased_fn resolve_function_ref(const function_ref& ref) {
       bool is_first = *s.first;
       *s.first = false;
       const auto& want = s.ctx->ref->module;
-      bool match = want.empty() ? is_first
-                                : (info->dlpi_name != nullptr
-                                   && want == info->dlpi_name);
+      bool match = want.empty()
+                     ? is_first
+                     : (info->dlpi_name != nullptr && want == info->dlpi_name);
       if (!match)
         return 0;
       s.ctx->found = true;
@@ -125,8 +125,8 @@ erased_fn resolve_function_ref(const function_ref& ref) {
       return 1;
     },
     &st);
-  const char* module =
-    ref.module.empty() ? "the main program" : ref.module.c_str();
+  const char* module
+    = ref.module.empty() ? "the main program" : ref.module.c_str();
   if (!ctx.found)
     throw std::runtime_error(std::string("the target's module ") + module
                              + " is not loaded in the child");

@@ -71,22 +71,22 @@ std::string describe(decode_errc code, const std::string& detail,
 
 std::string_view to_string(decode_errc x) noexcept {
   switch (x) {
-    case decode_errc::truncated:
-      return "truncated";
-    case decode_errc::bad_magic:
-      return "bad_magic";
-    case decode_errc::unsupported_version:
-      return "unsupported_version";
-    case decode_errc::too_large:
-      return "too_large";
-    case decode_errc::malformed:
-      return "malformed";
-    case decode_errc::type_mismatch:
-      return "type_mismatch";
-    case decode_errc::wrong_shape:
-      return "wrong_shape";
-    case decode_errc::trailing_bytes:
-      return "trailing_bytes";
+  case decode_errc::truncated:
+    return "truncated";
+  case decode_errc::bad_magic:
+    return "bad_magic";
+  case decode_errc::unsupported_version:
+    return "unsupported_version";
+  case decode_errc::too_large:
+    return "too_large";
+  case decode_errc::malformed:
+    return "malformed";
+  case decode_errc::type_mismatch:
+    return "type_mismatch";
+  case decode_errc::wrong_shape:
+    return "wrong_shape";
+  case decode_errc::trailing_bytes:
+    return "trailing_bytes";
   }
   return "unknown";
 }
@@ -94,11 +94,9 @@ std::string_view to_string(decode_errc x) noexcept {
 decode_error::decode_error(decode_errc code, std::string detail,
                            type_tag_t expected, std::string_view expected_name,
                            type_tag_t actual)
-  : std::runtime_error(
-    describe(code, detail, expected, expected_name, actual)),
-    code_(code),
-    expected_(expected),
-    actual_(actual) {
+    : std::runtime_error(
+      describe(code, detail, expected, expected_name, actual)),
+      code_(code), expected_(expected), actual_(actual) {
 }
 
 void write_envelope_header(std::byte* out, const envelope& e,
@@ -187,8 +185,8 @@ msgpack::object_handle unpack_checked(std::span<const std::byte> payload,
   std::size_t offset = 0;
   msgpack::object_handle handle;
   try {
-    handle = msgpack::unpack(data, payload.size(), offset, nullptr, nullptr,
-                             lim);
+    handle
+      = msgpack::unpack(data, payload.size(), offset, nullptr, nullptr, lim);
   } catch (const msgpack::size_overflow& e) {
     throw decode_error(decode_errc::too_large, e.what(), expected,
                        expected_name);

@@ -6,7 +6,8 @@
 int main() {
   int captured = 42;
 #ifdef PACTOR_CONTROL_CASE
-  pactor::process p(pactor::with_spawn, [](int x) { return x; }, captured);
+  pactor::process p(
+    pactor::with_spawn, [](int x) { return x; }, captured);
 #else
   pactor::process p(pactor::with_spawn, [captured] { return captured; });
 #endif

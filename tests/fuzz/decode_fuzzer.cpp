@@ -27,7 +27,7 @@ template <class T>
 void try_decode(std::span<const std::byte> payload,
                 const pactor::decode_limits& limits) {
   try {
-    (void) pactor::decode_payload<T>(payload, limits);
+    (void)pactor::decode_payload<T>(payload, limits);
   } catch (const pactor::decode_error&) {
     // Expected for most inputs; anything else escapes and is a finding.
   }

@@ -1,12 +1,12 @@
 // Tests for pactor::process under every start method.
 
-#include "hygiene.hpp"
-
 #include <pactor/runtime/init.hpp>
 #include <pactor/runtime/process.hpp>
 
+#include "hygiene.hpp"
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
+#include <msgpack.hpp>
 
 #include <atomic>
 #include <cerrno>
@@ -17,7 +17,6 @@
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
-#include <msgpack.hpp>
 #include <mutex>
 #include <optional>
 #include <poll.h>
@@ -37,18 +36,18 @@ using pactor::start_method;
 
 namespace {
 
-const start_method all_methods[] = {start_method::fork, start_method::spawn,
-                                    start_method::forkserver};
+const start_method all_methods[]
+  = {start_method::fork, start_method::spawn, start_method::forkserver};
 
 template <class F, class... A>
 pactor::process make(start_method m, F f, A... args) {
   switch (m) {
-    case start_method::fork:
-      return pactor::process(pactor::with_fork, f, args...);
-    case start_method::spawn:
-      return pactor::process(pactor::with_spawn, f, args...);
-    case start_method::forkserver:
-      break;
+  case start_method::fork:
+    return pactor::process(pactor::with_fork, f, args...);
+  case start_method::spawn:
+    return pactor::process(pactor::with_spawn, f, args...);
+  case start_method::forkserver:
+    break;
   }
   return pactor::process(pactor::with_forkserver, f, args...);
 }
@@ -102,7 +101,8 @@ struct test_pipe {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
       pollfd p{r, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(std::max<long>(0, left.count()))) <= 0) {
+      if (::poll(&p, 1, static_cast<int>(std::max<long>(0, left.count())))
+          <= 0) {
         BOOST_ERROR("timed out reading from a child");
         return out;
       }
@@ -172,8 +172,8 @@ int fd_state(int fd) {
 }
 
 int stdin_is_dev_null() {
-  struct stat in{};
-  struct stat null{};
+  struct stat in {};
+  struct stat null {};
   if (::fstat(0, &in) != 0 || ::stat("/dev/null", &null) != 0)
     return 2;
   return in.st_rdev == null.st_rdev ? 0 : 1;
@@ -181,7 +181,7 @@ int stdin_is_dev_null() {
 
 int signal_state_is_default() {
   for (int sig : {SIGTERM, SIGINT, SIGSEGV, SIGUSR1, SIGPIPE}) {
-    struct sigaction sa{};
+    struct sigaction sa {};
     ::sigaction(sig, nullptr, &sa);
     if (sa.sa_handler != SIG_DFL)
       return sig;
@@ -316,16 +316,16 @@ BOOST_DATA_TEST_CASE(an_uncaught_exception_exits_1_with_a_message,
   auto text = err.read_all();
   BOOST_REQUIRE(p.join(10s));
   BOOST_CHECK_EQUAL(p.exitcode().value(), 1);
-  BOOST_CHECK_MESSAGE(
-    text.find("Process thrower (pid ") != std::string::npos
-      && text.find("uncaught std::runtime_error: boom") != std::string::npos,
-    "stderr was: " << text);
+  BOOST_CHECK_MESSAGE(text.find("Process thrower (pid ") != std::string::npos
+                        && text.find("uncaught std::runtime_error: boom")
+                             != std::string::npos,
+                      "stderr was: " << text);
 }
 
 BOOST_DATA_TEST_CASE(arguments_reach_the_child, bdata::make(all_methods), m) {
-  auto p = make(m, check_arguments, std::string("bob"),
-                std::vector<int>{1, 2, 3}, point{4, "four"},
-                std::optional<int>(5));
+  auto p
+    = make(m, check_arguments, std::string("bob"), std::vector<int>{1, 2, 3},
+           point{4, "four"}, std::optional<int>(5));
   p.start();
   BOOST_REQUIRE(p.join(10s));
   BOOST_CHECK_EQUAL(p.exitcode().value(), 0);
@@ -365,10 +365,10 @@ BOOST_DATA_TEST_CASE(stdin_is_dev_null_in_the_child, bdata::make(all_methods),
 
 BOOST_DATA_TEST_CASE(signal_handlers_and_mask_are_reset,
                      bdata::make(all_methods), m) {
-  struct sigaction ignore{};
+  struct sigaction ignore {};
   ignore.sa_handler = SIG_IGN;
-  struct sigaction old_term{};
-  struct sigaction old_usr1{};
+  struct sigaction old_term {};
+  struct sigaction old_usr1 {};
   ::sigaction(SIGTERM, &ignore, &old_term);
   ::sigaction(SIGUSR1, &ignore, &old_usr1);
   sigset_t block;
@@ -592,12 +592,12 @@ BOOST_AUTO_TEST_CASE(fork_is_refused_while_other_threads_run) {
     cv.wait(lk, [&] { return stop; });
   });
   pactor::process refused(pactor::with_fork, do_nothing);
-  BOOST_CHECK_EXCEPTION(refused.start(), std::logic_error,
-                        [](const std::logic_error& e) {
-                          std::string what = e.what();
-                          return what.find("spawn") != std::string::npos
-                                 && what.find("forkserver") != std::string::npos;
-                        });
+  BOOST_CHECK_EXCEPTION(
+    refused.start(), std::logic_error, [](const std::logic_error& e) {
+      std::string what = e.what();
+      return what.find("spawn") != std::string::npos
+             && what.find("forkserver") != std::string::npos;
+    });
   pactor::process allowed(pactor::with_fork, return_code, 4);
   allowed.allow_fork_with_threads(true);
   allowed.start();

@@ -75,7 +75,7 @@ template <class T>
 pactor::decode_errc decode_code(std::span<const std::byte> bytes,
                                 const pactor::decode_limits& limits = {}) {
   try {
-    (void) pactor::decode<T>(bytes, limits);
+    (void)pactor::decode<T>(bytes, limits);
   } catch (const pactor::decode_error& e) {
     return e.code();
   }
@@ -120,13 +120,17 @@ BOOST_AUTO_TEST_CASE(optional_variant_and_enums_round_trip) {
 BOOST_AUTO_TEST_CASE(aggregates_round_trip) {
   check_round_trip(add{2});
   check_round_trip(total{});
-  check_round_trip(order{"shirt", {38, 40}, std::nullopt, std::string("X1"),
-                         color::green, {{"eur", 9.5}}});
+  check_round_trip(order{"shirt",
+                         {38, 40},
+                         std::nullopt,
+                         std::string("X1"),
+                         color::green,
+                         {{"eur", 9.5}}});
 }
 
 BOOST_AUTO_TEST_CASE(the_envelope_carries_its_metadata) {
-  pactor::envelope meta{.sender = 11, .request_id = 22,
-                        .delivery_count = 3, .flags = 0x5};
+  pactor::envelope meta{
+    .sender = 11, .request_id = 22, .delivery_count = 3, .flags = 0x5};
   auto bytes = pactor::encode(add{2}, meta);
   auto msg = pactor::read_envelope(bytes);
   meta.type = pactor::type_tag<add>();
@@ -150,7 +154,7 @@ BOOST_AUTO_TEST_CASE(encode_to_appends_several_messages) {
 BOOST_AUTO_TEST_CASE(a_tag_mismatch_names_both_types) {
   auto bytes = pactor::encode(add{2});
   try {
-    (void) pactor::decode<std::string>(bytes);
+    (void)pactor::decode<std::string>(bytes);
     BOOST_ERROR("decode did not fail");
   } catch (const pactor::decode_error& e) {
     BOOST_CHECK(e.code() == pactor::decode_errc::type_mismatch);
@@ -182,7 +186,8 @@ BOOST_AUTO_TEST_CASE(truncated_bytes_are_rejected) {
   auto bytes = pactor::encode(std::string("hello"));
   for (std::size_t n : {0UL, 3UL, 39UL, bytes.size() - 1}) {
     auto cut = std::span<const std::byte>(bytes).first(n);
-    BOOST_CHECK(decode_code<std::string>(cut) == pactor::decode_errc::truncated);
+    BOOST_CHECK(decode_code<std::string>(cut)
+                == pactor::decode_errc::truncated);
   }
   // An envelope that is complete but announces more payload than msgpack has.
   auto inner = bytes_of({0xa5, 'h', 'e'}); // str of 5 bytes, 2 present
@@ -211,8 +216,7 @@ BOOST_AUTO_TEST_CASE(oversized_payloads_and_values_are_rejected) {
   auto many = pactor::encode(std::vector<int>(100, 1));
   BOOST_CHECK(decode_code<std::vector<int>>(many, {.max_array = 10})
               == pactor::decode_errc::too_large);
-  auto deep = pactor::encode(
-    std::vector<std::vector<std::vector<int>>>{{{1}}});
+  auto deep = pactor::encode(std::vector<std::vector<std::vector<int>>>{{{1}}});
   BOOST_CHECK(decode_code<std::vector<std::vector<std::vector<int>>>>(
                 deep, {.max_depth = 2})
               == pactor::decode_errc::too_large);
@@ -231,8 +235,8 @@ BOOST_AUTO_TEST_CASE(oversized_payloads_and_values_are_rejected) {
 BOOST_AUTO_TEST_CASE(garbage_and_trailing_bytes_are_rejected) {
   auto garbage = with_payload(bytes_of({0xc1}), pactor::type_tag<int>());
   BOOST_CHECK(decode_code<int>(garbage) == pactor::decode_errc::malformed);
-  auto two_values = with_payload(bytes_of({0x01, 0x02}),
-                                 pactor::type_tag<int>());
+  auto two_values
+    = with_payload(bytes_of({0x01, 0x02}), pactor::type_tag<int>());
   BOOST_CHECK(decode_code<int>(two_values)
               == pactor::decode_errc::trailing_bytes);
   auto bytes = pactor::encode(1);

@@ -98,9 +98,13 @@ public:
   /// fork any callable works; with spawn or forkserver the target must be a
   /// captureless function whose arguments msgpack can pack.
   template <class F, class... A>
-    requires(!std::is_same_v<std::remove_cvref_t<F>, process>
-             && !detail::is_start_method_tag<std::remove_cvref_t<F>>::value)
-  explicit process(F&& target, A&&... args) : process(get_start_method()) {
+  requires(
+    !std::is_same_v<
+      std::remove_cvref_t<F>,
+      process> && !detail::is_start_method_tag<std::remove_cvref_t<F>>::value) explicit process(F&&
+                                                                                                  target,
+                                                                                                A&&... args)
+      : process(get_start_method()) {
     if constexpr (detail::captureless_function<std::remove_cvref_t<F>>) {
       auto fn = +target;
       set_fork_target(fn, args...);
@@ -121,8 +125,9 @@ public:
   /// A process started with spawn or forkserver. `target` must be a
   /// captureless function; its arguments are encoded with msgpack now.
   template <start_method M, class F, class... A>
-    requires(M != start_method::fork)
-  process(start_method_tag<M>, F&& target, A&&... args) : process(M) {
+  requires(M != start_method::fork)
+    process(start_method_tag<M>, F&& target, A&&... args)
+      : process(M) {
     static_assert(detail::captureless_function<std::remove_cvref_t<F>>,
                   "pactor::process: spawn and forkserver need a captureless "
                   "function as target (a capturing lambda cannot be found in "
@@ -208,11 +213,14 @@ private:
 
   template <class F, class... A>
   void set_fork_target(F&& target, A&&... args) {
-    auto holder = std::make_shared<std::tuple<std::decay_t<F>, std::decay_t<A>...>>(
-      std::forward<F>(target), std::forward<A>(args)...);
+    auto holder
+      = std::make_shared<std::tuple<std::decay_t<F>, std::decay_t<A>...>>(
+        std::forward<F>(target), std::forward<A>(args)...);
     set_fork_function([holder]() -> int {
       return std::apply(
-        [](auto& fn, auto&... a) { return detail::call_for_exit_code(fn, a...); },
+        [](auto& fn, auto&... a) {
+          return detail::call_for_exit_code(fn, a...);
+        },
         *holder);
     });
   }

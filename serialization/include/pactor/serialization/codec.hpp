@@ -92,8 +92,8 @@ template <class T>
 template <class T>
 [[nodiscard]] T decode_payload(std::span<const std::byte> payload,
                                const decode_limits& limits = {}) {
-  auto handle = detail::unpack_checked(payload, limits, type_tag<T>(),
-                                       type_name<T>());
+  auto handle
+    = detail::unpack_checked(payload, limits, type_tag<T>(), type_name<T>());
   try {
     return handle.get().template as<T>();
   } catch (const std::exception& e) {

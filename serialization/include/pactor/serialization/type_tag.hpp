@@ -31,7 +31,7 @@ struct has_custom_type_name : std::false_type {};
 
 template <class T>
 struct has_custom_type_name<T, std::void_t<decltype(T::pactor_type_name)>>
-  : std::true_type {};
+    : std::true_type {};
 
 /// 64-bit FNV-1a.
 constexpr std::uint64_t fnv1a64(std::string_view s) noexcept {

@@ -83,7 +83,7 @@ struct packed_target {
 /// lambda: what can be named in another process.
 template <class F>
 concept captureless_function = requires(F f) {
-  { +f };
+  {+f};
   requires std::is_function_v<std::remove_pointer_t<decltype(+f)>>;
 };
 
@@ -93,8 +93,8 @@ packed_target pack_target(R (*fn)(P...), A&&... args) {
                 "pactor::process: the target takes a different number of "
                 "arguments");
   packed_target t;
-  t.trampoline =
-    make_function_ref(reinterpret_cast<erased_fn>(&invoke_packed<R, P...>));
+  t.trampoline
+    = make_function_ref(reinterpret_cast<erased_fn>(&invoke_packed<R, P...>));
   t.function = make_function_ref(reinterpret_cast<erased_fn>(fn));
   pack_payload(t.args, packed_args_t<P...>(std::forward<A>(args)...));
   return t;
