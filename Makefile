@@ -58,7 +58,8 @@ format:
 	@git ls-files '*.hpp' '*.cpp' | xargs clang-format -i
 
 tidy: configure
-	@git ls-files '*.cpp' | grep -v '^tests/install/' | xargs clang-tidy -p $(BUILD) --quiet
+	@git ls-files '*.cpp' | grep -v -E '^(tests/install|tests/compile_fail|examples)/' \
+	  | xargs clang-tidy -p $(BUILD) --quiet
 
 clean:
 	@rm -rf build build-asan build-fuzz

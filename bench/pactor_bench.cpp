@@ -148,10 +148,7 @@ std::vector<bench_case> all_cases() {
   };
 }
 
-} // namespace
-
-int main(int argc, char** argv) {
-  pactor::init(argc, argv);
+int run_benchmarks(int argc, char** argv) {
   CLI::App app{"pactor-bench: pactor's benchmarks as JSON lines"};
   bool quick = false;
   bool list = false;
@@ -184,4 +181,16 @@ int main(int argc, char** argv) {
     }
   }
   return failures == 0 ? 0 : 1;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  pactor::init(argc, argv);
+  try {
+    return run_benchmarks(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pactor-bench: %s\n", e.what());
+    return 2;
+  }
 }

@@ -86,7 +86,7 @@ void forkserver_main(int control) {
   sigset_t chld;
   ::sigemptyset(&chld);
   ::sigaddset(&chld, SIGCHLD);
-  ::sigprocmask(SIG_BLOCK, &chld, nullptr);
+  ::pthread_sigmask(SIG_BLOCK, &chld, nullptr);
   unique_fd sfd(::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK));
   ::fcntl(control, F_SETFD, FD_CLOEXEC);
   pid_t self = ::getpid();
@@ -124,7 +124,8 @@ void forkserver_main(int control) {
     auto header_size = offsetof(request_header, targets);
     if (static_cast<std::size_t>(n) < header_size || req.magic != request_magic
         || req.nfds > max_pass_fds
-        || static_cast<std::size_t>(n) != header_size + req.nfds * 4
+        || static_cast<std::size_t>(n)
+             != header_size + std::size_t{req.nfds} * 4
         || fds.size() != 2 + req.nfds)
       continue; // malformed: drop it; the client sees EOF on its status fd
     pid_t pid = ::fork();
@@ -239,7 +240,7 @@ launched launch_forkserver(process_state& s, std::span<const std::byte> boot) {
     req.targets[i] = s.pass_fds[i];
     fds.push_back(s.pass_fds[i]);
   }
-  auto size = offsetof(request_header, targets) + req.nfds * 4;
+  auto size = offsetof(request_header, targets) + std::size_t{req.nfds} * 4;
   auto& c = client();
   {
     std::lock_guard lk(c.mu);

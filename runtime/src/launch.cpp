@@ -72,7 +72,7 @@ void prepare_child(const child_setup& s) noexcept {
       ::sigaction(sig, &dfl, nullptr);
   sigset_t none;
   ::sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  ::pthread_sigmask(SIG_SETMASK, &none, nullptr);
   // 2. Die with the parent; it may already be gone.
   if (s.parent_death_signal) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -152,6 +152,7 @@ launched spawn_self(const char* env_name, int fd, std::span<const int> pass_fds,
       env_store.emplace_back(*e);
   env_store.push_back(std::string(env_name) + "=" + std::to_string(fd));
   std::vector<char*> envp;
+  envp.reserve(env_store.size() + 1);
   for (auto& e : env_store)
     envp.push_back(e.data());
   envp.push_back(nullptr);

@@ -16,6 +16,8 @@ std::string build_id_of(const dl_phdr_info* info) {
     const auto& ph = info->dlpi_phdr[i];
     if (ph.p_type != PT_NOTE)
       continue;
+    // The note's address is the module's load address plus its offset.
+    // NOLINTNEXTLINE(performance-no-int-to-ptr)
     const auto* p = reinterpret_cast<const char*>(info->dlpi_addr + ph.p_vaddr);
     const auto* end = p + ph.p_memsz;
     while (p + sizeof(ElfW(Nhdr)) <= end) {
@@ -135,6 +137,8 @@ erased_fn resolve_function_ref(const function_ref& ref) {
                              + " differs between parent (" + ref.build_id
                              + ") and child (" + ctx.build_id
                              + "): was the program rebuilt while running?");
+  // The function's address in this process: load address plus offset.
+  // NOLINTNEXTLINE(performance-no-int-to-ptr)
   return reinterpret_cast<erased_fn>(ctx.base + ref.offset);
 }
 

@@ -91,7 +91,7 @@ std::string_view to_string(decode_errc x) noexcept {
   return "unknown";
 }
 
-decode_error::decode_error(decode_errc code, std::string detail,
+decode_error::decode_error(decode_errc code, const std::string& detail,
                            type_tag_t expected, std::string_view expected_name,
                            type_tag_t actual)
     : std::runtime_error(

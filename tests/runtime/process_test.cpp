@@ -160,8 +160,8 @@ struct point {
   MSGPACK_DEFINE(x, label)
 };
 
-int check_arguments(std::string s, std::vector<int> v, point p,
-                    std::optional<int> o) {
+int check_arguments(const std::string& s, const std::vector<int>& v,
+                    const point& p, std::optional<int> o) {
   bool ok = s == "bob" && v == std::vector<int>{1, 2, 3} && p.x == 4
             && p.label == "four" && o == 5;
   return ok ? 0 : 1;
@@ -187,7 +187,7 @@ int signal_state_is_default() {
       return sig;
   }
   sigset_t mask;
-  ::sigprocmask(SIG_SETMASK, nullptr, &mask);
+  ::pthread_sigmask(SIG_SETMASK, nullptr, &mask);
   return ::sigismember(&mask, SIGUSR2) ? 100 : 0;
 }
 
@@ -375,12 +375,12 @@ BOOST_DATA_TEST_CASE(signal_handlers_and_mask_are_reset,
   sigset_t old_mask;
   ::sigemptyset(&block);
   ::sigaddset(&block, SIGUSR2);
-  ::sigprocmask(SIG_BLOCK, &block, &old_mask);
+  ::pthread_sigmask(SIG_BLOCK, &block, &old_mask);
   auto p = make(m, signal_state_is_default);
   p.start();
   ::sigaction(SIGTERM, &old_term, nullptr);
   ::sigaction(SIGUSR1, &old_usr1, nullptr);
-  ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+  ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   BOOST_REQUIRE(p.join(10s));
   BOOST_CHECK_EQUAL(p.exitcode().value(), 0);
 }

@@ -24,6 +24,7 @@ std::set<std::string> shm_snapshot;
 std::set<std::string> list_dev_shm() {
   std::set<std::string> out;
   if (DIR* d = ::opendir("/dev/shm")) {
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): one thread per DIR stream
     while (auto* e = ::readdir(d)) {
       std::string n = e->d_name;
       if (n != "." && n != "..")
@@ -40,6 +41,8 @@ std::vector<child_info> children(bool with_forkserver) {
   DIR* d = ::opendir("/proc");
   if (d == nullptr)
     return out;
+  // Each DIR stream is used by one thread only, which readdir allows.
+  // NOLINTNEXTLINE(concurrency-mt-unsafe)
   while (auto* e = ::readdir(d)) {
     pid_t pid = std::atoi(e->d_name);
     if (pid <= 0)

@@ -19,5 +19,8 @@ int main() {
   } catch (const std::logic_error& e) {
     std::puts(e.what());
     return 0;
+  } catch (const std::exception& e) {
+    std::printf("unexpected error: %s\n", e.what());
+    return 2;
   }
 }

@@ -47,8 +47,9 @@ std::string_view to_string(decode_errc x) noexcept;
 ///     }
 class decode_error : public std::runtime_error {
 public:
-  decode_error(decode_errc code, std::string detail, type_tag_t expected = 0,
-               std::string_view expected_name = {}, type_tag_t actual = 0);
+  decode_error(decode_errc code, const std::string& detail,
+               type_tag_t expected = 0, std::string_view expected_name = {},
+               type_tag_t actual = 0);
 
   /// Returns what was wrong.
   [[nodiscard]] decode_errc code() const noexcept {
