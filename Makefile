@@ -8,7 +8,7 @@ PACTOR_WERROR ?= OFF
 CMAKE_FLAGS  ?=
 MAKEFLAGS    += --no-print-directory
 
-.PHONY: all deps configure build run test bench test-asan fuzz format tidy clean
+.PHONY: all deps configure build run test bench test-asan torture fuzz format tidy clean
 
 all: build
 
@@ -43,6 +43,12 @@ test-asan: export UBSAN_OPTIONS = print_stacktrace=1:halt_on_error=1
 test-asan:
 	@$(MAKE) test BUILD=build-asan BUILD_TYPE=Debug \
 	  CMAKE_FLAGS="-DPACTOR_SANITIZERS=address,undefined -DPACTOR_ENABLE_BENCHMARKS=OFF"
+
+# The queue torture test's long form (the short form runs in `make test`).
+TORTURE_SECONDS ?= 60
+torture: build
+	@PACTOR_TORTURE_SECONDS=$(TORTURE_SECONDS) $(BUILD)/tests/runtime_tests \
+	  --run_test=queue_torture --log_level=message --color_output=false
 
 # libFuzzer targets (clang only); runs each for FUZZ_SECONDS.
 FUZZ_SECONDS ?= 60

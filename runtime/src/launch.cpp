@@ -1,5 +1,7 @@
 // Creating children: the fork and spawn start methods and child hygiene.
 
+#include <pactor/runtime/detail/sync.hpp>
+
 #include "internal.hpp"
 
 #include <algorithm>
@@ -105,7 +107,10 @@ void decode_wait_status(int status, std::optional<int>& exitcode,
 
 launched launch_fork(process_state& s) {
   validate_pass_fds(s.pass_fds);
-  auto keep = sorted_unique(s.pass_fds);
+  auto keep = s.pass_fds;
+  auto registered = inheritable_fds(); // pactor objects' segments
+  keep.insert(keep.end(), registered.begin(), registered.end());
+  keep = sorted_unique(std::move(keep));
   bool keep_stdin = std::binary_search(keep.begin(), keep.end(), 0);
   auto& g = globals();
   process_info me;

@@ -1,5 +1,6 @@
 // pactor::process: the handle, the children table, joining and signalling.
 
+#include <pactor/runtime/detail/sync.hpp>
 #include <pactor/runtime/init.hpp>
 
 #include "internal.hpp"
@@ -10,6 +11,7 @@
 #include <cstdlib>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <system_error>
 #include <unistd.h>
 
 namespace pactor {
@@ -101,7 +103,11 @@ void reap_finished() {
   std::lock_guard lk(t.mu);
   std::erase_if(t.live, [](const std::shared_ptr<process_state>& s) {
     std::lock_guard slk(s->mu);
-    return reap_locked(*s, 0);
+    try {
+      return reap_locked(*s, 0);
+    } catch (const std::system_error&) {
+      return true; // reaped by someone else (ECHILD): not ours to track
+    }
   });
 }
 
@@ -323,7 +329,15 @@ void process::start() {
     boot.name = s.name;
     boot.daemon = s.daemon;
     boot.identity = s.identity;
-    auto target = s.packed_fn();
+    detail::packed_target target;
+    {
+      detail::fd_collector fds; // fds of pactor objects among the arguments
+      target = s.packed_fn();
+      for (int fd : fds.fds())
+        if (std::find(s.pass_fds.begin(), s.pass_fds.end(), fd)
+            == s.pass_fds.end())
+          s.pass_fds.push_back(fd);
+    }
     boot.trampoline = std::move(target.trampoline);
     boot.function = std::move(target.function);
     boot.args = std::move(target.args);

@@ -108,9 +108,8 @@ public:
     if constexpr (detail::captureless_function<std::remove_cvref_t<F>>) {
       auto fn = +target;
       set_fork_target(fn, args...);
-      set_packed_target([fn, args...]() mutable {
-        return detail::pack_target(fn, std::move(args)...);
-      });
+      set_packed_target(
+        [fn, ... a = args]() { return detail::pack_target(fn, a...); });
     } else {
       set_fork_target(std::forward<F>(target), std::forward<A>(args)...);
     }
@@ -133,8 +132,11 @@ public:
                   "function as target (a capturing lambda cannot be found in "
                   "another process); pass the data as arguments");
     if constexpr (detail::captureless_function<std::remove_cvref_t<F>>) {
-      auto packed = detail::pack_target(+target, std::forward<A>(args)...);
-      set_packed_target([packed] { return packed; });
+      // Packed at start(), so that fds of pactor objects among the
+      // arguments are collected into the child's pass_fds then.
+      set_packed_target([fn = +target, ... a = std::forward<A>(args)]() {
+        return detail::pack_target(fn, a...);
+      });
     }
   }
 

@@ -4,3 +4,4 @@
 
 #include <pactor/runtime/init.hpp>
 #include <pactor/runtime/process.hpp>
+#include <pactor/runtime/queue.hpp>

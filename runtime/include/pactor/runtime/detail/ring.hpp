@@ -1,0 +1,115 @@
+// The crash-proof shared-memory ring under queue<T> (and later the mailbox).
+// Protocol and crash analysis: docs/design/queue.md.
+
+#pragma once
+
+#include <pactor/runtime/detail/sync.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <cstdint>
+#include <span>
+#include <utility>
+
+namespace pactor::detail {
+
+struct ring_header;
+
+/// A non-owning reference to a callable (valid during the call only).
+template <class Sig>
+class fn_ref;
+
+template <class R, class... A>
+class fn_ref<R(A...)> {
+public:
+  template <class F>
+  fn_ref(F& f) noexcept // NOLINT(google-explicit-constructor)
+    : obj_(&f), call_([](void* o, A... a) -> R {
+        return (*static_cast<F*>(o))(std::forward<A>(a)...);
+      }) {
+  }
+  R operator()(A... a) const {
+    return call_(obj_, std::forward<A>(a)...);
+  }
+
+private:
+  void* obj_;
+  R (*call_)(void*, A...);
+};
+
+enum class ring_status : std::uint8_t { ok, timeout, closed };
+
+struct ring_options {
+  /// Data bytes (rounded up to a power of two, at least 4 KiB, at most 1 GiB).
+  std::size_t capacity = std::size_t{1} << 20;
+  /// Most records at once; 0 = bounded by bytes only.
+  std::size_t max_count = 0;
+};
+
+/// Crash points in the ring (for torture tests).
+enum ring_crash_point : int {
+  crash_put_locked = 101,        // holding the put lock, nothing written
+  crash_put_before_commit = 102, // record written, tail not published
+  crash_put_after_commit = 103,  // published, lock still held
+  crash_get_locked = 111,        // holding the get lock
+  crash_get_before_commit = 112, // record read, head not advanced
+  crash_get_after_commit = 113,  // head advanced, lock still held
+};
+
+/// A multi-producer multi-consumer ring of variable-length byte records in
+/// a memfd segment. Handles share the segment (copies are cheap).
+class ring {
+public:
+  /// Creates a new ring.
+  static ring create(const ring_options& opts);
+  /// Maps the ring behind `fd` (duplicated). Throws std::invalid_argument if
+  /// the fd does not hold a pactor ring.
+  static ring attach(int fd);
+
+  /// Appends a record of `size` bytes that `write` fills in place. Blocks
+  /// while full, until `deadline`. If `write` throws, nothing is published.
+  /// Throws std::length_error if the record can never fit.
+  ring_status put(std::size_t size, fn_ref<void(std::byte*)> write,
+                  const deadline_t& deadline);
+
+  /// Takes the oldest record and hands it to `read` in place; the record is
+  /// consumed once `read` returns or throws. Blocks while empty.
+  ring_status get(fn_ref<void(std::span<const std::byte>)> read,
+                  const deadline_t& deadline);
+
+  /// Returns the number of records (exact at the instant it is read).
+  [[nodiscard]] std::size_t size() const noexcept;
+  [[nodiscard]] std::size_t capacity() const noexcept;
+  [[nodiscard]] std::size_t max_count() const noexcept;
+  /// Returns the largest record payload that fits.
+  [[nodiscard]] std::size_t max_record() const noexcept;
+  /// Returns whether a record of `size` bytes would have to wait.
+  [[nodiscard]] bool full(std::size_t size = 0) const noexcept;
+
+  /// Refuses further puts; getters drain, then see `closed`.
+  void close() noexcept;
+  [[nodiscard]] bool closed() const noexcept;
+
+  /// Sets how long a waiting get or put spins before sleeping (0 = never).
+  void spin(std::chrono::nanoseconds limit) noexcept;
+
+  [[nodiscard]] int fd() const noexcept {
+    return seg_->fd();
+  }
+
+private:
+  ring() = default;
+  bool wait_for_change(std::atomic<std::uint64_t>& word, std::uint64_t seen,
+                       std::atomic<std::uint32_t>& futex_word,
+                       const deadline_t& deadline);
+
+  std::shared_ptr<segment> seg_;
+  ring_header* h_ = nullptr;
+  std::byte* data_ = nullptr;
+  std::int64_t spin_max_ns_ = 50000;
+  std::int64_t spin_ns_ = 50000; // adaptive, per process and handle
+  unsigned liveness_checks_ = 0;
+};
+
+} // namespace pactor::detail

@@ -1,0 +1,252 @@
+// queue<T>: the crash-proof multi-producer multi-consumer queue in shared
+// memory (cf. Python's multiprocessing.Queue).
+
+#pragma once
+
+#include <pactor/runtime/detail/ring.hpp>
+#include <pactor/serialization/codec.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+namespace pactor {
+
+/// Base of the queue outcomes a caller handles.
+class queue_error : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+/// get timed out on an empty queue (Python's queue.Empty).
+class queue_empty : public queue_error {
+public:
+  queue_empty() : queue_error("pactor::queue_empty: the queue stayed empty") {
+  }
+};
+
+/// put timed out on a full queue (Python's queue.Full).
+class queue_full : public queue_error {
+public:
+  queue_full() : queue_error("pactor::queue_full: the queue stayed full") {
+  }
+};
+
+/// put on a closed queue, or get on a closed and drained one.
+class queue_closed : public queue_error {
+public:
+  queue_closed() : queue_error("pactor::queue_closed: the queue is closed") {
+  }
+};
+
+/// Sizes and behaviour of a queue.
+struct queue_options {
+  /// Bytes of records the queue holds (a power of two; at least 4 KiB, at
+  /// most 1 GiB). One record must fit: a put of a larger one throws
+  /// std::length_error.
+  std::size_t capacity_bytes = std::size_t{1} << 20;
+  /// How long a waiting get or put spins before it sleeps; 0 = never spin.
+  std::chrono::nanoseconds spin = std::chrono::microseconds(50);
+};
+
+/// A bounded multi-producer multi-consumer FIFO queue of T in shared memory.
+///
+/// Messages are encoded with msgpack. A put that returned is never lost, and
+/// a process killed at any instruction inside put or get neither blocks nor
+/// corrupts the queue for the others (docs/design/queue.md). `queue` is a
+/// handle: copies share the queue; it reaches fork children by inheritance
+/// and spawn/forkserver children as a target argument.
+///
+/// Example:
+///
+///     pactor::queue<std::string> q;
+///     pactor::process p([q]() mutable { q.put("hello"); });
+///     p.start();
+///     std::string s = q.get(std::chrono::seconds(5)); // queue_empty on timeout
+///     p.join();
+template <class T>
+class queue {
+public:
+  /// A queue of at most `maxsize` messages (0 = bounded by bytes only).
+  explicit queue(std::size_t maxsize = 0, queue_options opts = {})
+    : ring_(detail::ring::create({opts.capacity_bytes, maxsize})) {
+    ring_.spin(opts.spin);
+  }
+
+  /// Maps the queue behind `fd` (a queue<T>'s fd() from another process).
+  static queue attach(int fd) {
+    return queue(detail::ring::attach(fd));
+  }
+
+  /// Appends `value`, blocking while the queue is full.
+  void put(const T& value) {
+    put_until(value, std::nullopt);
+  }
+
+  /// Appends `value`, waiting at most `timeout`; throws queue_full.
+  template <class Rep, class Period>
+  void put(const T& value, std::chrono::duration<Rep, Period> timeout) {
+    put_until(value, detail::deadline_after(
+                       std::chrono::ceil<std::chrono::nanoseconds>(timeout)));
+  }
+
+  /// Appends `value` if there is room now; returns whether it did.
+  bool try_put(const T& value) {
+    try {
+      put_until(value, detail::steady::now());
+      return true;
+    } catch (const queue_full&) {
+      return false;
+    }
+  }
+
+  /// Removes and returns the oldest message, blocking while empty.
+  T get() {
+    return *get_until(std::nullopt, true);
+  }
+
+  /// Removes and returns the oldest message, waiting at most `timeout`;
+  /// throws queue_empty.
+  template <class Rep, class Period>
+  T get(std::chrono::duration<Rep, Period> timeout) {
+    return *get_until(detail::deadline_after(
+                        std::chrono::ceil<std::chrono::nanoseconds>(timeout)),
+                      true);
+  }
+
+  /// Removes and returns the oldest message if there is one.
+  std::optional<T> try_get() {
+    return get_until(detail::steady::now(), false);
+  }
+
+  /// Returns the number of messages (exact at the instant it is read).
+  [[nodiscard]] std::size_t size() const noexcept {
+    return ring_.size();
+  }
+  [[nodiscard]] bool empty() const noexcept {
+    return ring_.size() == 0;
+  }
+  /// Returns whether a small put would have to wait.
+  [[nodiscard]] bool full() const noexcept {
+    return ring_.full();
+  }
+  /// Returns the largest encoded message that fits.
+  [[nodiscard]] std::size_t max_message_bytes() const noexcept {
+    return ring_.max_record();
+  }
+
+  /// Closes the queue for every process: puts throw queue_closed; gets
+  /// drain what is there, then throw queue_closed.
+  void close() noexcept {
+    ring_.close();
+  }
+  [[nodiscard]] bool closed() const noexcept {
+    return ring_.closed();
+  }
+
+  /// Returns the segment's fd (to pass with pass_fds and attach()).
+  [[nodiscard]] int fd() const noexcept {
+    return ring_.fd();
+  }
+
+private:
+  explicit queue(detail::ring r) : ring_(std::move(r)) {
+  }
+
+  // Counts the bytes msgpack writes, without writing them.
+  struct byte_counter {
+    std::size_t n = 0;
+    void write(const char*, std::size_t len) noexcept {
+      n += len;
+    }
+  };
+
+  // Writes into a span that must be exactly the counted size.
+  struct span_writer {
+    std::byte* at;
+    std::byte* end;
+    void write(const char* p, std::size_t len) {
+      if (len > static_cast<std::size_t>(end - at))
+        throw std::logic_error("pactor::queue: the message packed to a "
+                               "different size twice");
+      std::memcpy(at, p, len);
+      at += len;
+    }
+  };
+
+  void put_until(const T& value, const detail::deadline_t& deadline) {
+    byte_counter counter;
+    {
+      msgpack::packer<byte_counter> pk(counter);
+      pk.pack(value);
+    }
+    auto write = [&](std::byte* dst) {
+      span_writer w{dst, dst + counter.n};
+      msgpack::packer<span_writer> pk(w);
+      pk.pack(value);
+      if (w.at != w.end)
+        throw std::logic_error("pactor::queue: the message packed to a "
+                               "different size twice");
+    };
+    switch (ring_.put(counter.n, write, deadline)) {
+      case detail::ring_status::ok:
+        return;
+      case detail::ring_status::timeout:
+        throw queue_full();
+      case detail::ring_status::closed:
+        throw queue_closed();
+    }
+  }
+
+  std::optional<T> get_until(const detail::deadline_t& deadline,
+                             bool throw_on_timeout) {
+    std::optional<T> out;
+    auto read = [&](std::span<const std::byte> payload) {
+      out.emplace(decode_payload<T>(payload));
+    };
+    switch (ring_.get(read, deadline)) {
+      case detail::ring_status::ok:
+        return out;
+      case detail::ring_status::timeout:
+        if (throw_on_timeout)
+          throw queue_empty();
+        return std::nullopt;
+      case detail::ring_status::closed:
+        throw queue_closed();
+    }
+    return out;
+  }
+
+  detail::ring ring_;
+};
+
+} // namespace pactor
+
+// A queue travels to spawn and forkserver children as its fd number; the
+// process start adds the fd to the child's pass_fds.
+namespace msgpack {
+MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
+  namespace adaptor {
+  template <class T>
+  struct pack<pactor::queue<T>> {
+    template <class Stream>
+    packer<Stream>& operator()(packer<Stream>& o,
+                               const pactor::queue<T>& q) const {
+      pactor::detail::fd_collector::collect(q.fd());
+      o.pack(q.fd());
+      return o;
+    }
+  };
+  template <class T>
+  struct convert<pactor::queue<T>> {
+    const msgpack::object& operator()(const msgpack::object& o,
+                                      pactor::queue<T>& q) const {
+      q = pactor::queue<T>::attach(o.as<int>());
+      return o;
+    }
+  };
+  } // namespace adaptor
+} // MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS)
+} // namespace msgpack
