@@ -126,6 +126,122 @@ double idle_pss_kb(Tag tag) {
   return median(samples);
 }
 
+// --- queues ---------------------------------------------------------
+
+using payload = std::string;
+
+void produce(pactor::queue<payload> q, std::size_t size, long count) {
+  payload msg(size, 'x');
+  for (long i = 0; i < count; ++i)
+    q.put(msg);
+  q.put(payload()); // end of stream
+}
+
+// One producer process, the parent consumes; returns messages per second,
+// timed at the consumer from the first message to the last.
+double queue_1p1c_msgs_per_s(std::size_t size, long count,
+                             std::size_t capacity) {
+  pactor::queue<payload> q(0, {.capacity_bytes = capacity});
+  pactor::process p(pactor::with_fork, produce, q, size, count);
+  p.start();
+  auto first = q.get(std::chrono::seconds(30));
+  auto t0 = clock_type::now();
+  long got = 1;
+  std::size_t bytes = first.size();
+  for (;;) {
+    auto m = q.get(std::chrono::seconds(30));
+    if (m.empty())
+      break;
+    bytes += m.size();
+    ++got;
+  }
+  double secs = ms_since(t0) / 1000;
+  check_exit(p);
+  if (got != count || bytes != size * static_cast<std::size_t>(count))
+    throw std::runtime_error("the consumer received " + std::to_string(got)
+                             + " of " + std::to_string(count) + " messages");
+  return static_cast<double>(count - 1) / secs;
+}
+
+int consume_until_empty_message(pactor::queue<payload> q, std::size_t size) {
+  for (;;) {
+    auto m = q.get(std::chrono::seconds(30));
+    if (m.empty())
+      return 0;
+    if (m.size() != size)
+      return 1;
+  }
+}
+
+void produce_no_end(pactor::queue<payload> q, std::size_t size, long count) {
+  payload msg(size, 'x');
+  for (long i = 0; i < count; ++i)
+    q.put(msg);
+}
+
+double queue_4p4c_msgs_per_s(bool quick) {
+  const long per_producer = quick ? 20000 : 1000000;
+  pactor::queue<payload> q;
+  std::vector<pactor::process> consumers;
+  for (int i = 0; i < 4; ++i) {
+    consumers.emplace_back(pactor::with_fork, consume_until_empty_message, q,
+                           std::size_t{64});
+    consumers.back().start();
+  }
+  auto t0 = clock_type::now();
+  std::vector<pactor::process> producers;
+  for (int i = 0; i < 4; ++i) {
+    producers.emplace_back(pactor::with_fork, produce_no_end, q,
+                           std::size_t{64}, per_producer);
+    producers.back().start();
+  }
+  for (auto& p : producers)
+    check_exit(p);
+  for (int i = 0; i < 4; ++i)
+    q.put(payload());
+  for (auto& c : consumers)
+    check_exit(c);
+  double secs = ms_since(t0) / 1000;
+  if (!q.empty())
+    throw std::runtime_error("messages left in the queue");
+  return 4.0 * static_cast<double>(per_producer) / secs;
+}
+
+void echo(pactor::queue<std::int64_t> in, pactor::queue<std::int64_t> out) {
+  for (;;) {
+    auto v = in.get(std::chrono::seconds(30));
+    out.put(v);
+    if (v < 0)
+      return;
+  }
+}
+
+// Round trips parent -> child -> parent over two queues; returns {p50, p99}.
+std::pair<double, double> queue_pingpong_us(bool quick, bool spin) {
+  pactor::queue_options opts;
+  if (!spin)
+    opts.spin = std::chrono::nanoseconds(0);
+  pactor::queue<std::int64_t> there(0, opts);
+  pactor::queue<std::int64_t> back(0, opts);
+  pactor::process p(pactor::with_fork, echo, there, back);
+  p.start();
+  const int n = quick ? 200 : 20000;
+  std::vector<double> samples;
+  for (int i = 0; i < n + 100; ++i) {
+    auto t0 = clock_type::now();
+    there.put(i);
+    if (back.get(std::chrono::seconds(30)) != i)
+      throw std::runtime_error("a round trip returned the wrong value");
+    if (i >= 100) // warm-up
+      samples.push_back(ms_since(t0) * 1000);
+  }
+  there.put(-1);
+  (void)back.get(std::chrono::seconds(30));
+  check_exit(p);
+  std::sort(samples.begin(), samples.end());
+  return {samples[samples.size() / 2], samples[samples.size() * 99 / 100]};
+}
+
 std::vector<bench_case> all_cases() {
   return {
     {"spawn_join_ms_fork", "ms",
@@ -141,6 +257,26 @@ std::vector<bench_case> all_cases() {
        return spawn_join_ms(pactor::with_forkserver, quick ? 5 : 500);
      }},
     {"max_processes_spawned_1s", "processes", max_processes_per_s},
+    {"queue_1p1c_64B_msgs_per_s", "msgs/s",
+     [](bool quick) {
+       return queue_1p1c_msgs_per_s(64, quick ? 20000 : 5000000, 1 << 20);
+     }},
+    {"queue_1p1c_4KB_msgs_per_s", "msgs/s",
+     [](bool quick) {
+       return queue_1p1c_msgs_per_s(4096, quick ? 5000 : 1000000, 1 << 20);
+     }},
+    {"queue_1p1c_1MB_MB_per_s", "MB/s",
+     [](bool quick) {
+       auto per_s = queue_1p1c_msgs_per_s(1 << 20, quick ? 20 : 3000, 8 << 20);
+       return per_s * 1.048576; // 1 MiB messages, MB = 10^6 bytes
+     }},
+    {"queue_4p4c_64B_msgs_per_s", "msgs/s", queue_4p4c_msgs_per_s},
+    {"queue_pingpong_rtt_us_p50", "us",
+     [](bool quick) { return queue_pingpong_us(quick, true).first; }},
+    {"queue_pingpong_rtt_us_p99", "us",
+     [](bool quick) { return queue_pingpong_us(quick, true).second; }},
+    {"queue_pingpong_blocking_rtt_us_p50", "us",
+     [](bool quick) { return queue_pingpong_us(quick, false).first; }},
     {"idle_process_pss_kb", "kB",
      [](bool) { return idle_pss_kb(pactor::with_fork); }},
     {"idle_process_pss_kb_spawn", "kB",

@@ -1,9 +1,9 @@
 // The crash-proof ring. Every commit is one release store of a position word;
 // see docs/design/queue.md for the protocol and the crash analysis.
 
-#include "internal.hpp"
-
 #include <pactor/runtime/detail/ring.hpp>
+
+#include "internal.hpp"
 
 #include <algorithm>
 #include <bit>
@@ -174,17 +174,19 @@ void ring::spin(std::chrono::nanoseconds limit) noexcept {
 
 // Waits until `word` differs from `seen` (or the ring closes): first a
 // bounded spin if a spinner slot is free, then futex sleeps.
-bool ring::wait_for_change(std::atomic<std::uint64_t>& word,
-                           std::uint64_t seen,
+bool ring::wait_for_change(std::atomic<std::uint64_t>& word, std::uint64_t seen,
                            std::atomic<std::uint32_t>& futex_word,
-                           const deadline_t& deadline) {
+                           wait_limit& limit) {
   auto changed = [&] {
     return word.load(std::memory_order_acquire) != seen
            || h_->closed.load(std::memory_order_acquire) != 0;
   };
+  if (limit.none_allowed())
+    return changed();
+  const auto& deadline = limit.deadline();
   if (spin_ns_ > 0) {
     // Claim a spinner slot; never more spinners than CPUs to spare.
-    auto me = static_cast<std::int32_t>(::getpid());
+    auto me = static_cast<std::int32_t>(cached_pid());
     int slot = -1;
     for (int i = 0; i < spinner_limit() && slot < 0; ++i) {
       std::int32_t expected = 0;
@@ -211,7 +213,8 @@ bool ring::wait_for_change(std::atomic<std::uint64_t>& word,
       }
       h_->spinners[slot].store(0, std::memory_order_release);
       // Adapt: spin the full limit after a hit, half as long after a miss.
-      spin_ns_ = hit ? spin_max_ns_ : std::max<std::int64_t>(spin_ns_ / 2, 1000);
+      spin_ns_
+        = hit ? spin_max_ns_ : std::max<std::int64_t>(spin_ns_ / 2, 1000);
       if (hit)
         return true;
     }
@@ -229,7 +232,7 @@ bool ring::wait_for_change(std::atomic<std::uint64_t>& word,
 }
 
 ring_status ring::put(std::size_t size, fn_ref<void(std::byte*)> write,
-                      const deadline_t& deadline) {
+                      wait_limit limit) {
   if (size > max_record())
     throw std::length_error(
       "pactor: a record of " + std::to_string(size)
@@ -240,7 +243,7 @@ ring_status ring::put(std::size_t size, fn_ref<void(std::byte*)> write,
   for (;;) {
     if (h_->closed.load(std::memory_order_acquire) != 0)
       return ring_status::closed;
-    if (!robust_mutex_lock(&h_->put_mu, deadline))
+    if (!robust_mutex_lock(&h_->put_mu, limit))
       return ring_status::timeout;
     robust_guard guard(&h_->put_mu);
     PACTOR_CRASH_POINT(crash_put_locked);
@@ -297,16 +300,16 @@ ring_status ring::put(std::size_t size, fn_ref<void(std::byte*)> write,
     auto seen = h_->head.load(std::memory_order_acquire);
     if (seen != h_->head_cache)
       continue;
-    if (!wait_for_change(h_->head, seen, h_->not_full, deadline))
+    if (!wait_for_change(h_->head, seen, h_->not_full, limit))
       return ring_status::timeout;
   }
 }
 
 ring_status ring::get(fn_ref<void(std::span<const std::byte>)> read,
-                      const deadline_t& deadline) {
+                      wait_limit limit) {
   const auto cap = h_->capacity;
   for (;;) {
-    if (!robust_mutex_lock(&h_->get_mu, deadline))
+    if (!robust_mutex_lock(&h_->get_mu, limit))
       return ring_status::timeout;
     robust_guard guard(&h_->get_mu);
     PACTOR_CRASH_POINT(crash_get_locked);
@@ -351,7 +354,7 @@ ring_status ring::get(fn_ref<void(std::span<const std::byte>)> read,
     }
     if (h_->closed.load(std::memory_order_acquire) != 0)
       return ring_status::closed;
-    if (!wait_for_change(h_->tail, t, h_->not_empty, deadline))
+    if (!wait_for_change(h_->tail, t, h_->not_empty, limit))
       return ring_status::timeout;
   }
 }

@@ -1,9 +1,9 @@
 // Futexes, robust mutexes, memfd segments, the inheritable-fd registry and
 // crash points.
 
-#include "internal.hpp"
-
 #include <pactor/runtime/detail/sync.hpp>
+
+#include "internal.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -74,8 +74,29 @@ void robust_mutex_init(pthread_mutex_t* m) {
     throw_errno(rc, "pthread_mutex_init");
 }
 
-bool robust_mutex_lock(pthread_mutex_t* m, const deadline_t& deadline,
-                       int spin, bool* owner_died) {
+namespace {
+std::atomic<pid_t> pid_cache{0};
+void forget_pid() noexcept {
+  pid_cache.store(0, std::memory_order_relaxed);
+}
+} // namespace
+
+pid_t cached_pid() noexcept {
+  auto pid = pid_cache.load(std::memory_order_relaxed);
+  if (pid == 0) {
+    static const bool registered = [] {
+      ::pthread_atfork(nullptr, nullptr, forget_pid);
+      return true;
+    }();
+    (void)registered;
+    pid = ::getpid();
+    pid_cache.store(pid, std::memory_order_relaxed);
+  }
+  return pid;
+}
+
+bool robust_mutex_lock(pthread_mutex_t* m, wait_limit& limit, int spin,
+                       bool* owner_died) {
   int rc = ::pthread_mutex_trylock(m);
   for (int i = 0; rc == EBUSY && i < spin; ++i) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -83,7 +104,10 @@ bool robust_mutex_lock(pthread_mutex_t* m, const deadline_t& deadline,
 #endif
     rc = ::pthread_mutex_trylock(m);
   }
+  if (rc == EBUSY && limit.none_allowed())
+    return false;
   if (rc == EBUSY) {
+    const auto& deadline = limit.deadline();
     if (deadline) {
       auto wall = std::chrono::duration_cast<std::chrono::nanoseconds>(
         deadline->time_since_epoch());
@@ -138,12 +162,12 @@ segment segment::attach(int fd) {
   s.fd_ = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
   if (s.fd_ < 0)
     throw_errno("dup of a segment fd");
-  struct stat st{};
+  struct stat st {};
   if (::fstat(s.fd_, &st) != 0)
     throw_errno("fstat of a segment fd");
   s.size_ = static_cast<std::size_t>(st.st_size);
-  s.addr_ =
-    ::mmap(nullptr, s.size_, PROT_READ | PROT_WRITE, MAP_SHARED, s.fd_, 0);
+  s.addr_
+    = ::mmap(nullptr, s.size_, PROT_READ | PROT_WRITE, MAP_SHARED, s.fd_, 0);
   if (s.addr_ == MAP_FAILED) {
     s.addr_ = nullptr;
     throw_errno("mmap");
@@ -153,7 +177,7 @@ segment segment::attach(int fd) {
 }
 
 segment::segment(segment&& other) noexcept
-  : fd_(other.fd_), addr_(other.addr_), size_(other.size_) {
+    : fd_(other.fd_), addr_(other.addr_), size_(other.size_) {
   other.fd_ = -1;
   other.addr_ = nullptr;
   other.size_ = 0;
@@ -248,8 +272,8 @@ std::atomic<long> armed_countdown{0};
   if (const char* spec = std::getenv("PACTOR_CRASH_AT")) {
     char* end = nullptr;
     long n = std::strtol(spec, &end, 10);
-    long k = (end != nullptr && *end == ':') ? std::strtol(end + 1, nullptr, 10)
-                                             : 1;
+    long k
+      = (end != nullptr && *end == ':') ? std::strtol(end + 1, nullptr, 10) : 1;
     crash_point_arm(static_cast<int>(n), k);
   }
   return true;

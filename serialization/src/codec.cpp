@@ -169,10 +169,41 @@ message_view read_envelope(std::span<const std::byte> bytes,
 
 namespace detail {
 
-msgpack::object_handle unpack_checked(std::span<const std::byte> payload,
-                                      const decode_limits& limits,
-                                      type_tag_t expected,
-                                      std::string_view expected_name) {
+namespace {
+
+struct thread_zone {
+  msgpack::zone zone;
+  bool busy = false;
+};
+
+thread_local thread_zone tls_zone;
+
+bool reference_everything(msgpack::type::object_type, std::size_t, void*) {
+  return true;
+}
+
+} // namespace
+
+scratch_zone::scratch_zone() : zone_(&tls_zone.zone) {
+  if (tls_zone.busy) {
+    own_ = std::make_unique<msgpack::zone>();
+    zone_ = own_.get();
+  } else {
+    tls_zone.busy = true;
+  }
+}
+
+scratch_zone::~scratch_zone() {
+  if (!own_) {
+    tls_zone.zone.clear();
+    tls_zone.busy = false;
+  }
+}
+
+msgpack::object unpack_checked(msgpack::zone& zone,
+                               std::span<const std::byte> payload,
+                               const decode_limits& limits, type_tag_t expected,
+                               std::string_view expected_name) {
   if (payload.size() > limits.max_payload)
     throw decode_error(decode_errc::too_large,
                        "payload of " + std::to_string(payload.size())
@@ -183,10 +214,10 @@ msgpack::object_handle unpack_checked(std::span<const std::byte> payload,
                             limits.max_bin, limits.max_ext, limits.max_depth);
   const auto* data = reinterpret_cast<const char*>(payload.data());
   std::size_t offset = 0;
-  msgpack::object_handle handle;
+  msgpack::object obj;
   try {
-    handle
-      = msgpack::unpack(data, payload.size(), offset, nullptr, nullptr, lim);
+    obj = msgpack::unpack(zone, data, payload.size(), offset,
+                          &reference_everything, nullptr, lim);
   } catch (const msgpack::size_overflow& e) {
     throw decode_error(decode_errc::too_large, e.what(), expected,
                        expected_name);
@@ -203,7 +234,7 @@ msgpack::object_handle unpack_checked(std::span<const std::byte> payload,
                        std::to_string(payload.size() - offset)
                          + " bytes after the msgpack value",
                        expected, expected_name);
-  return handle;
+  return obj;
 }
 
 void throw_wrong_shape(type_tag_t expected, std::string_view expected_name,

@@ -1,21 +1,20 @@
 // Tests for pactor::queue: semantics in one process, across processes under
 // every start method, and at every crash point of put and get.
 
-#include "hygiene.hpp"
-
 #include <pactor/runtime/process.hpp>
 #include <pactor/runtime/queue.hpp>
 
+#include "hygiene.hpp"
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <atomic>
-#include <csignal>
 #include <chrono>
+#include <csignal>
 #include <fstream>
-#include <unistd.h>
 #include <string>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 namespace bdata = boost::unit_test::data;
@@ -24,18 +23,18 @@ using pactor::start_method;
 
 namespace {
 
-const start_method all_methods[] = {start_method::fork, start_method::spawn,
-                                    start_method::forkserver};
+const start_method all_methods[]
+  = {start_method::fork, start_method::spawn, start_method::forkserver};
 
 template <class F, class... A>
 pactor::process make(start_method m, F f, A... args) {
   switch (m) {
-    case start_method::fork:
-      return pactor::process(pactor::with_fork, f, args...);
-    case start_method::spawn:
-      return pactor::process(pactor::with_spawn, f, args...);
-    case start_method::forkserver:
-      break;
+  case start_method::fork:
+    return pactor::process(pactor::with_fork, f, args...);
+  case start_method::spawn:
+    return pactor::process(pactor::with_spawn, f, args...);
+  case start_method::forkserver:
+    break;
   }
   return pactor::process(pactor::with_forkserver, f, args...);
 }
@@ -63,7 +62,7 @@ void get_after_crash_point(pactor::queue<int> q, int point, int countdown,
                            int n) {
   pactor::detail::crash_point_arm(point, countdown);
   for (int i = 0; i < n; ++i)
-    (void) q.get(10s);
+    (void)q.get(10s);
 }
 
 } // namespace
@@ -108,7 +107,10 @@ BOOST_AUTO_TEST_CASE(records_of_every_size_wrap_around_the_ring_in_order) {
   int next_in = 0;
   int next_out = 0;
   std::size_t bytes = 0;
-  auto text = [](int i) { return std::string(static_cast<std::size_t>(i * 37 % 1500), static_cast<char>('a' + i % 26)); };
+  auto text = [](int i) {
+    return std::string(static_cast<std::size_t>(i * 37 % 1500),
+                       static_cast<char>('a' + i % 26));
+  };
   for (int round = 0; round < 400; ++round) {
     while (q.try_put(text(next_in)))
       bytes += text(next_in++).size();
@@ -145,7 +147,7 @@ BOOST_AUTO_TEST_CASE(close_wakes_a_blocked_getter) {
   std::thread t([&] {
     tid = ::gettid();
     try {
-      (void) q.get(10s);
+      (void)q.get(10s);
       outcome = 1;
     } catch (const pactor::queue_closed&) {
       outcome = 2;
@@ -178,7 +180,7 @@ BOOST_AUTO_TEST_CASE(a_message_that_does_not_decode_is_consumed_with_an_error) {
   auto ints = pactor::queue<int>::attach(strings.fd());
   strings.put("not an int");
   strings.put("next");
-  BOOST_CHECK_THROW((void) ints.get(), pactor::decode_error);
+  BOOST_CHECK_THROW((void)ints.get(), pactor::decode_error);
   BOOST_CHECK_EQUAL(strings.get(), "next");
 }
 

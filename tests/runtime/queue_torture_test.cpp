@@ -8,11 +8,10 @@
 //  - no duplicates; per producer, each consumer sees increasing sequences.
 // PACTOR_TORTURE_SECONDS sets the length (default 3; `make torture` runs 60).
 
-#include "hygiene.hpp"
-
 #include <pactor/runtime/process.hpp>
 #include <pactor/runtime/queue.hpp>
 
+#include "hygiene.hpp"
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 
@@ -188,7 +187,8 @@ BOOST_DATA_TEST_CASE(killing_producers_and_consumers_loses_nothing_returned,
 
   int killed_consumers = 0;
   int kills = 0;
-  auto end = std::chrono::steady_clock::now() + std::chrono::seconds(torture_seconds());
+  auto end = std::chrono::steady_clock::now()
+             + std::chrono::seconds(torture_seconds());
   while (std::chrono::steady_clock::now() < end) {
     // Wait a random short while on the first child's sentinel (bounded).
     pollfd pfd{kids[rng() % kids.size()].p.sentinel(), POLLIN, 0};

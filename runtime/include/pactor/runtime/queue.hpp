@@ -64,14 +64,14 @@ struct queue_options {
 ///     pactor::queue<std::string> q;
 ///     pactor::process p([q]() mutable { q.put("hello"); });
 ///     p.start();
-///     std::string s = q.get(std::chrono::seconds(5)); // queue_empty on timeout
-///     p.join();
+///     std::string s = q.get(std::chrono::seconds(5)); // queue_empty on
+///     timeout p.join();
 template <class T>
 class queue {
 public:
   /// A queue of at most `maxsize` messages (0 = bounded by bytes only).
   explicit queue(std::size_t maxsize = 0, queue_options opts = {})
-    : ring_(detail::ring::create({opts.capacity_bytes, maxsize})) {
+      : ring_(detail::ring::create({opts.capacity_bytes, maxsize})) {
     ring_.spin(opts.spin);
   }
 
@@ -82,20 +82,20 @@ public:
 
   /// Appends `value`, blocking while the queue is full.
   void put(const T& value) {
-    put_until(value, std::nullopt);
+    put_until(value, detail::wait_limit::forever());
   }
 
   /// Appends `value`, waiting at most `timeout`; throws queue_full.
   template <class Rep, class Period>
   void put(const T& value, std::chrono::duration<Rep, Period> timeout) {
-    put_until(value, detail::deadline_after(
+    put_until(value, detail::wait_limit::after(
                        std::chrono::ceil<std::chrono::nanoseconds>(timeout)));
   }
 
   /// Appends `value` if there is room now; returns whether it did.
   bool try_put(const T& value) {
     try {
-      put_until(value, detail::steady::now());
+      put_until(value, detail::wait_limit::none());
       return true;
     } catch (const queue_full&) {
       return false;
@@ -104,21 +104,21 @@ public:
 
   /// Removes and returns the oldest message, blocking while empty.
   T get() {
-    return *get_until(std::nullopt, true);
+    return *get_until(detail::wait_limit::forever(), true);
   }
 
   /// Removes and returns the oldest message, waiting at most `timeout`;
   /// throws queue_empty.
   template <class Rep, class Period>
   T get(std::chrono::duration<Rep, Period> timeout) {
-    return *get_until(detail::deadline_after(
+    return *get_until(detail::wait_limit::after(
                         std::chrono::ceil<std::chrono::nanoseconds>(timeout)),
                       true);
   }
 
   /// Removes and returns the oldest message if there is one.
   std::optional<T> try_get() {
-    return get_until(detail::steady::now(), false);
+    return get_until(detail::wait_limit::none(), false);
   }
 
   /// Returns the number of messages (exact at the instant it is read).
@@ -176,7 +176,7 @@ private:
     }
   };
 
-  void put_until(const T& value, const detail::deadline_t& deadline) {
+  void put_until(const T& value, detail::wait_limit limit) {
     byte_counter counter;
     {
       msgpack::packer<byte_counter> pk(counter);
@@ -190,31 +190,30 @@ private:
         throw std::logic_error("pactor::queue: the message packed to a "
                                "different size twice");
     };
-    switch (ring_.put(counter.n, write, deadline)) {
-      case detail::ring_status::ok:
-        return;
-      case detail::ring_status::timeout:
-        throw queue_full();
-      case detail::ring_status::closed:
-        throw queue_closed();
+    switch (ring_.put(counter.n, write, limit)) {
+    case detail::ring_status::ok:
+      return;
+    case detail::ring_status::timeout:
+      throw queue_full();
+    case detail::ring_status::closed:
+      throw queue_closed();
     }
   }
 
-  std::optional<T> get_until(const detail::deadline_t& deadline,
-                             bool throw_on_timeout) {
+  std::optional<T> get_until(detail::wait_limit limit, bool throw_on_timeout) {
     std::optional<T> out;
     auto read = [&](std::span<const std::byte> payload) {
       out.emplace(decode_payload<T>(payload));
     };
-    switch (ring_.get(read, deadline)) {
-      case detail::ring_status::ok:
-        return out;
-      case detail::ring_status::timeout:
-        if (throw_on_timeout)
-          throw queue_empty();
-        return std::nullopt;
-      case detail::ring_status::closed:
-        throw queue_closed();
+    switch (ring_.get(read, limit)) {
+    case detail::ring_status::ok:
+      return out;
+    case detail::ring_status::timeout:
+      if (throw_on_timeout)
+        throw queue_empty();
+      return std::nullopt;
+    case detail::ring_status::closed:
+      throw queue_closed();
     }
     return out;
   }

@@ -26,6 +26,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <span>
 #include <stdexcept>
 #include <vector>
@@ -43,11 +44,30 @@ struct byte_writer {
   }
 };
 
-/// Unpacks one msgpack value that must span all of `payload`.
-msgpack::object_handle unpack_checked(std::span<const std::byte> payload,
-                                      const decode_limits& limits,
-                                      type_tag_t expected,
-                                      std::string_view expected_name);
+/// Unpacks one msgpack value that must span all of `payload` into `zone`.
+/// Strings, binaries and extensions reference `payload` (no copy): the
+/// object is valid while both `zone` and `payload` are.
+msgpack::object unpack_checked(msgpack::zone& zone,
+                               std::span<const std::byte> payload,
+                               const decode_limits& limits, type_tag_t expected,
+                               std::string_view expected_name);
+
+/// A per-thread zone reused by decodes (no allocation per message); a nested
+/// decode (from inside a user adaptor) gets a fresh zone instead.
+class scratch_zone {
+public:
+  scratch_zone();
+  scratch_zone(const scratch_zone&) = delete;
+  scratch_zone& operator=(const scratch_zone&) = delete;
+  ~scratch_zone();
+  msgpack::zone& get() noexcept {
+    return *zone_;
+  }
+
+private:
+  msgpack::zone* zone_;
+  std::unique_ptr<msgpack::zone> own_;
+};
 
 [[noreturn]] void throw_wrong_shape(type_tag_t expected,
                                     std::string_view expected_name,
@@ -92,12 +112,14 @@ template <class T>
 template <class T>
 [[nodiscard]] T decode_payload(std::span<const std::byte> payload,
                                const decode_limits& limits = {}) {
-  auto handle
-    = detail::unpack_checked(payload, limits, type_tag<T>(), type_name<T>());
+  constexpr auto tag = type_tag<T>();
+  constexpr auto name = detail::type_name_v<std::remove_cvref_t<T>>;
+  detail::scratch_zone zone;
+  auto obj = detail::unpack_checked(zone.get(), payload, limits, tag, name);
   try {
-    return handle.get().template as<T>();
+    return obj.template as<T>();
   } catch (const std::exception& e) {
-    detail::throw_wrong_shape(type_tag<T>(), type_name<T>(), e.what());
+    detail::throw_wrong_shape(tag, name, e.what());
   }
 }
 

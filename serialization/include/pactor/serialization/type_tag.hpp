@@ -69,11 +69,21 @@ constexpr std::string_view type_name() noexcept {
     return detail::pretty_type_name<U>();
 }
 
-/// Returns the tag of `T`: FNV-1a of type_name<T>(), never zero.
+namespace detail {
+template <class T>
+inline constexpr type_tag_t type_tag_v = [] {
+  auto h = fnv1a64(type_name<T>());
+  return h == 0 ? type_tag_t{1} : h;
+}();
+template <class T>
+inline constexpr std::string_view type_name_v = type_name<T>();
+} // namespace detail
+
+/// Returns the tag of `T`: FNV-1a of type_name<T>(), never zero. Computed at
+/// compile time.
 template <class T>
 constexpr type_tag_t type_tag() noexcept {
-  auto h = detail::fnv1a64(type_name<T>());
-  return h == 0 ? 1 : h;
+  return detail::type_tag_v<std::remove_cvref_t<T>>;
 }
 
 } // namespace pactor

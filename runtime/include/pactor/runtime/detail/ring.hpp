@@ -7,8 +7,8 @@
 
 #include <chrono>
 #include <cstddef>
-#include <memory>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <utility>
 
@@ -25,9 +25,9 @@ class fn_ref<R(A...)> {
 public:
   template <class F>
   fn_ref(F& f) noexcept // NOLINT(google-explicit-constructor)
-    : obj_(&f), call_([](void* o, A... a) -> R {
-        return (*static_cast<F*>(o))(std::forward<A>(a)...);
-      }) {
+      : obj_(&f), call_([](void* o, A... a) -> R {
+          return (*static_cast<F*>(o))(std::forward<A>(a)...);
+        }) {
   }
   R operator()(A... a) const {
     return call_(obj_, std::forward<A>(a)...);
@@ -71,12 +71,12 @@ public:
   /// while full, until `deadline`. If `write` throws, nothing is published.
   /// Throws std::length_error if the record can never fit.
   ring_status put(std::size_t size, fn_ref<void(std::byte*)> write,
-                  const deadline_t& deadline);
+                  wait_limit limit);
 
   /// Takes the oldest record and hands it to `read` in place; the record is
   /// consumed once `read` returns or throws. Blocks while empty.
   ring_status get(fn_ref<void(std::span<const std::byte>)> read,
-                  const deadline_t& deadline);
+                  wait_limit limit);
 
   /// Returns the number of records (exact at the instant it is read).
   [[nodiscard]] std::size_t size() const noexcept;
@@ -102,7 +102,7 @@ private:
   ring() = default;
   bool wait_for_change(std::atomic<std::uint64_t>& word, std::uint64_t seen,
                        std::atomic<std::uint32_t>& futex_word,
-                       const deadline_t& deadline);
+                       wait_limit& limit);
 
   std::shared_ptr<segment> seg_;
   ring_header* h_ = nullptr;

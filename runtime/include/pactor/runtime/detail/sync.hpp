@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <pthread.h>
+#include <sys/types.h>
 #include <vector>
 
 namespace pactor::detail {
@@ -19,6 +20,51 @@ using deadline_t = std::optional<steady::time_point>;
 
 /// Returns a deadline `timeout` from now (negative = already passed).
 deadline_t deadline_after(std::chrono::nanoseconds timeout);
+
+/// How long a call may wait: forever, not at all, or a timeout whose
+/// deadline is fixed the first time the call has to wait (so a call that
+/// does not wait never reads the clock).
+class wait_limit {
+public:
+  static wait_limit forever() noexcept {
+    return wait_limit(kind::forever, {});
+  }
+  static wait_limit none() noexcept {
+    return wait_limit(kind::none, {});
+  }
+  static wait_limit after(std::chrono::nanoseconds timeout) noexcept {
+    return wait_limit(kind::timeout, timeout);
+  }
+  /// Returns whether the call may not wait at all.
+  [[nodiscard]] bool none_allowed() const noexcept {
+    return kind_ == kind::none;
+  }
+  /// Returns the absolute deadline (nullopt = forever), fixing it now if
+  /// this is the first wait.
+  const deadline_t& deadline() {
+    if (!fixed_) {
+      fixed_ = true;
+      if (kind_ == kind::timeout)
+        deadline_ = steady::now() + timeout_;
+      else if (kind_ == kind::none)
+        deadline_ = steady::time_point::min();
+    }
+    return deadline_;
+  }
+
+private:
+  enum class kind : std::uint8_t { forever, none, timeout };
+  wait_limit(kind k, std::chrono::nanoseconds t) noexcept
+      : kind_(k), timeout_(t) {
+  }
+  kind kind_;
+  std::chrono::nanoseconds timeout_;
+  deadline_t deadline_;
+  bool fixed_ = false;
+};
+
+/// Returns this process's pid, cached (refreshed in fork children).
+pid_t cached_pid() noexcept;
 
 /// Waits on a process-shared futex while `*word == expected`, at most until
 /// `deadline` (and at most `cap` per call). Returns false on timeout.
@@ -45,8 +91,8 @@ void robust_mutex_init(pthread_mutex_t* m);
 /// Locks a robust mutex: spins `spin` trylocks, then blocks until
 /// `deadline`. A mutex whose owner died is taken over and made consistent;
 /// `owner_died` tells the caller. Returns false on timeout.
-bool robust_mutex_lock(pthread_mutex_t* m, const deadline_t& deadline,
-                       int spin = 100, bool* owner_died = nullptr);
+bool robust_mutex_lock(pthread_mutex_t* m, wait_limit& limit, int spin = 100,
+                       bool* owner_died = nullptr);
 
 /// Unlocks a robust mutex.
 void robust_mutex_unlock(pthread_mutex_t* m) noexcept;
@@ -140,5 +186,5 @@ void crash_point_arm(int n, long countdown) noexcept;
 #ifdef PACTOR_CRASH_POINTS
 #  define PACTOR_CRASH_POINT(n) ::pactor::detail::crash_point_hit(n)
 #else
-#  define PACTOR_CRASH_POINT(n) ((void) 0)
+#  define PACTOR_CRASH_POINT(n) ((void)0)
 #endif
