@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <regex>
 #include <stdexcept>
 #include <string>
@@ -26,6 +27,8 @@ struct bench_case {
   std::string name;
   std::string unit;
   std::function<double(bool quick)> run;
+  /// "pactor", or "bare" for a floor: the same thing without pactor.
+  std::string impl = "pactor";
 };
 
 double median(std::vector<double> v) {
@@ -242,6 +245,45 @@ std::pair<double, double> queue_pingpong_us(bool quick, bool spin) {
   return {samples[samples.size() / 2], samples[samples.size() * 99 / 100]};
 }
 
+// p50 and p99 come from the same run.
+std::pair<double, double> spin_pingpong(bool quick) {
+  static std::optional<std::pair<double, double>> result;
+  if (!result)
+    result = queue_pingpong_us(quick, true);
+  return *result;
+}
+
+// The floor for a blocking round trip: two processes and two futex words,
+// nothing else.
+void futex_echo(std::atomic<std::uint32_t>* w, int n) {
+  for (std::uint32_t i = 1; i <= static_cast<std::uint32_t>(n); ++i) {
+    while (w[0].load() != i)
+      pactor::detail::futex_wait(&w[0], i - 1, std::nullopt);
+    w[1].store(i);
+    pactor::detail::futex_wake_all(&w[1]);
+  }
+}
+
+std::pair<double, double> futex_pingpong_us(bool quick) {
+  auto seg = pactor::detail::segment::create(4096, "bench-futex");
+  auto* w = static_cast<std::atomic<std::uint32_t>*>(seg.data());
+  const int n = quick ? 200 : 20000;
+  pactor::process p(pactor::with_fork, futex_echo, w, n);
+  p.start();
+  std::vector<double> samples;
+  for (std::uint32_t i = 1; i <= static_cast<std::uint32_t>(n); ++i) {
+    auto t0 = clock_type::now();
+    w[0].store(i);
+    pactor::detail::futex_wake_all(&w[0]);
+    while (w[1].load() != i)
+      pactor::detail::futex_wait(&w[1], i - 1, std::nullopt);
+    samples.push_back(ms_since(t0) * 1000);
+  }
+  check_exit(p);
+  std::sort(samples.begin(), samples.end());
+  return {samples[samples.size() / 2], samples[samples.size() * 99 / 100]};
+}
+
 std::vector<bench_case> all_cases() {
   return {
     {"spawn_join_ms_fork", "ms",
@@ -257,6 +299,11 @@ std::vector<bench_case> all_cases() {
        return spawn_join_ms(pactor::with_forkserver, quick ? 5 : 500);
      }},
     {"max_processes_spawned_1s", "processes", max_processes_per_s},
+    // Before the queue cases: PSS is measured for a child of a small parent.
+    {"idle_process_pss_kb", "kB",
+     [](bool) { return idle_pss_kb(pactor::with_fork); }},
+    {"idle_process_pss_kb_spawn", "kB",
+     [](bool) { return idle_pss_kb(pactor::with_spawn); }},
     {"queue_1p1c_64B_msgs_per_s", "msgs/s",
      [](bool quick) {
        return queue_1p1c_msgs_per_s(64, quick ? 20000 : 5000000, 1 << 20);
@@ -272,15 +319,13 @@ std::vector<bench_case> all_cases() {
      }},
     {"queue_4p4c_64B_msgs_per_s", "msgs/s", queue_4p4c_msgs_per_s},
     {"queue_pingpong_rtt_us_p50", "us",
-     [](bool quick) { return queue_pingpong_us(quick, true).first; }},
+     [](bool quick) { return spin_pingpong(quick).first; }},
     {"queue_pingpong_rtt_us_p99", "us",
-     [](bool quick) { return queue_pingpong_us(quick, true).second; }},
+     [](bool quick) { return spin_pingpong(quick).second; }},
     {"queue_pingpong_blocking_rtt_us_p50", "us",
      [](bool quick) { return queue_pingpong_us(quick, false).first; }},
-    {"idle_process_pss_kb", "kB",
-     [](bool) { return idle_pss_kb(pactor::with_fork); }},
-    {"idle_process_pss_kb_spawn", "kB",
-     [](bool) { return idle_pss_kb(pactor::with_spawn); }},
+    {"queue_pingpong_blocking_rtt_us_p50", "us",
+     [](bool quick) { return futex_pingpong_us(quick).first; }, "bare"},
   };
 }
 
@@ -307,8 +352,8 @@ int run_benchmarks(int argc, char** argv) {
     try {
       double value = c.run(quick);
       std::printf("{\"bench\": \"%s\", \"value\": %.6g, \"unit\": \"%s\", "
-                  "\"impl\": \"pactor\"}\n",
-                  c.name.c_str(), value, c.unit.c_str());
+                  "\"impl\": \"%s\"}\n",
+                  c.name.c_str(), value, c.unit.c_str(), c.impl.c_str());
       std::fflush(stdout);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "pactor-bench: %s FAILED: %s\n", c.name.c_str(),

@@ -67,30 +67,35 @@ def main():
         "Written by `make bench` (bench/run.py): pactor-bench and the same cases in",
         "Python 3 multiprocessing (bench/python/bench.py), run one after the other on",
         "the same machine. Shared 2-core VMs are noisy: compare within one run.",
+        "The bare floor is the same operation without pactor (a futex ping-pong);",
+        "a blocking round trip costs 2-3 us when both processes share a CPU and",
+        "13-60 us when one must wake the other CPU, so blocking latencies vary by",
+        "that much from run to run.",
         "",
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- machine: {os.cpu_count()} CPUs, {cpu_model()}, Linux {platform.release()}",
         f"- python: {platform.python_version()}",
         f"- mode: {'quick (numbers not meaningful)' if args.quick else 'full'}",
         "",
-        "| bench | unit | pactor | python | pactor vs python |",
-        "|---|---|---:|---:|---:|",
+        "| bench | unit | pactor | python | pactor vs python | bare floor |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for name, impls in by_name.items():
         p = impls.get("pactor", {}).get("value")
         q = impls.get("python-multiprocessing", {}).get("value")
-        unit = (impls.get("pactor") or impls.get("python-multiprocessing"))["unit"]
+        bare = impls.get("bare", {}).get("value")
+        unit = next(iter(impls.values()))["unit"]
         ratio = "-"
         if p and q:
             better = q / p if unit in LOWER_IS_BETTER else p / q
             ratio = f"{better:.1f}x {'better' if better >= 1 else 'worse'}"
-        lines.append(f"| {name} | {unit} | {fmt(p)} | {fmt(q)} | {ratio} |")
+        lines.append(f"| {name} | {unit} | {fmt(p)} | {fmt(q)} | {ratio} | {fmt(bare)} |")
     lines += ["", "Raw JSON lines of this run:", "", "```"]
     lines += [json.dumps(r) for r in pactor + python]
     lines += ["```", ""]
     with open(args.out, "w") as f:
         f.write("\n".join(lines))
-    table = lines.index("| bench | unit | pactor | python | pactor vs python |")
+    table = lines.index("| bench | unit | pactor | python | pactor vs python | bare floor |")
     print("\n".join(lines[table:table + len(by_name) + 2]))
     if rc_p != 0 or rc_py != 0:
         print(f"bench: a benchmark failed (pactor exit {rc_p}, python exit {rc_py})",

@@ -86,6 +86,137 @@ def idle_pss_kb(method):
     return statistics.median(samples)
 
 
+def produce(q, size, count):
+    msg = b"x" * size
+    for _ in range(count):
+        q.put(msg)
+    q.put(b"")
+
+
+def queue_1p1c_msgs_per_s(size, count):
+    q = mp.Queue()
+    p = mp.Process(target=produce, args=(q, size, count))
+    p.start()
+    first = q.get(timeout=30)
+    t0 = time.perf_counter()
+    got, nbytes = 1, len(first)
+    while True:
+        m = q.get(timeout=30)
+        if not m:
+            break
+        got += 1
+        nbytes += len(m)
+    secs = time.perf_counter() - t0
+    check_exit(p)
+    if got != count or nbytes != size * count:
+        raise RuntimeError(f"received {got} of {count} messages")
+    return (count - 1) / secs
+
+
+def consume_until_empty(q, size):
+    while True:
+        m = q.get(timeout=30)
+        if not m:
+            return
+        if len(m) != size:
+            raise SystemExit(1)
+
+
+def produce_no_end(q, size, count):
+    msg = b"x" * size
+    for _ in range(count):
+        q.put(msg)
+
+
+def queue_4p4c_msgs_per_s(quick):
+    per_producer = 2000 if quick else 100000
+    q = mp.Queue()
+    consumers = [mp.Process(target=consume_until_empty, args=(q, 64)) for _ in range(4)]
+    for c in consumers:
+        c.start()
+    t0 = time.perf_counter()
+    producers = [mp.Process(target=produce_no_end, args=(q, 64, per_producer))
+                 for _ in range(4)]
+    for p in producers:
+        p.start()
+    for p in producers:
+        check_exit(p)
+    for _ in range(4):
+        q.put(b"")
+    for c in consumers:
+        check_exit(c)
+    return 4 * per_producer / (time.perf_counter() - t0)
+
+
+def echo_queue(qin, qout):
+    while True:
+        v = qin.get(timeout=30)
+        qout.put(v)
+        if v < 0:
+            return
+
+
+def echo_pipe(conn):
+    while True:
+        v = conn.recv()
+        conn.send(v)
+        if v < 0:
+            return
+
+
+def percentiles(samples):
+    samples.sort()
+    return samples[len(samples) // 2], samples[len(samples) * 99 // 100]
+
+
+def queue_pingpong_us(quick):
+    there, back = mp.Queue(), mp.Queue()
+    p = mp.Process(target=echo_queue, args=(there, back))
+    p.start()
+    n = 200 if quick else 10000
+    samples = []
+    for i in range(n + 100):
+        t0 = time.perf_counter()
+        there.put(i)
+        if back.get(timeout=30) != i:
+            raise RuntimeError("wrong value")
+        if i >= 100:
+            samples.append((time.perf_counter() - t0) * 1e6)
+    there.put(-1)
+    back.get(timeout=30)
+    check_exit(p)
+    return percentiles(samples)
+
+
+def pipe_pingpong_us(quick):
+    parent, child = mp.Pipe()
+    p = mp.Process(target=echo_pipe, args=(child,))
+    p.start()
+    n = 200 if quick else 20000
+    samples = []
+    for i in range(n + 100):
+        t0 = time.perf_counter()
+        parent.send(i)
+        if parent.recv() != i:
+            raise RuntimeError("wrong value")
+        if i >= 100:
+            samples.append((time.perf_counter() - t0) * 1e6)
+    parent.send(-1)
+    parent.recv()
+    check_exit(p)
+    return percentiles(samples)
+
+
+_cache = {}
+
+
+def cached(key, fn):
+    """Runs fn once per key (p50 and p99 come from the same run)."""
+    if key not in _cache:
+        _cache[key] = fn()
+    return _cache[key]
+
+
 CASES = [
     ("spawn_join_ms_fork", "ms", lambda q: spawn_join_ms("fork", 5 if q else 300)),
     ("spawn_join_ms_spawn", "ms", lambda q: spawn_join_ms("spawn", 3 if q else 30)),
@@ -93,6 +224,24 @@ CASES = [
      lambda q: spawn_join_ms("forkserver", 3 if q else 100)),
     ("max_processes_spawned_1s", "processes", max_processes_per_s),
     ("idle_process_pss_kb", "kB", lambda q: idle_pss_kb("fork")),
+    ("queue_1p1c_64B_msgs_per_s", "msgs/s",
+     lambda q: queue_1p1c_msgs_per_s(64, 2000 if q else 300000)),
+    ("queue_1p1c_4KB_msgs_per_s", "msgs/s",
+     lambda q: queue_1p1c_msgs_per_s(4096, 1000 if q else 150000)),
+    ("queue_1p1c_1MB_MB_per_s", "MB/s",
+     lambda q: queue_1p1c_msgs_per_s(1 << 20, 10 if q else 400) * 1.048576),
+    ("queue_4p4c_64B_msgs_per_s", "msgs/s", queue_4p4c_msgs_per_s),
+    ("queue_pingpong_rtt_us_p50", "us",
+     lambda q: cached("queue_pp", lambda: queue_pingpong_us(q))[0]),
+    ("queue_pingpong_rtt_us_p99", "us",
+     lambda q: cached("queue_pp", lambda: queue_pingpong_us(q))[1]),
+    # Python's queue has no spin: its blocking round trip is the same one.
+    ("queue_pingpong_blocking_rtt_us_p50", "us",
+     lambda q: cached("queue_pp", lambda: queue_pingpong_us(q))[0]),
+    ("pipe_pingpong_rtt_us_p50", "us",
+     lambda q: cached("pipe_pp", lambda: pipe_pingpong_us(q))[0]),
+    ("pipe_pingpong_rtt_us_p99", "us",
+     lambda q: cached("pipe_pp", lambda: pipe_pingpong_us(q))[1]),
 ]
 
 
