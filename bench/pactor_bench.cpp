@@ -245,6 +245,30 @@ std::pair<double, double> queue_pingpong_us(bool quick, bool spin) {
   return {samples[samples.size() / 2], samples[samples.size() * 99 / 100]};
 }
 
+// --- shared values --------------------------------------------------
+
+void locked_increments(pactor::value<long> v, long n) {
+  for (long i = 0; i < n; ++i)
+    v.update([](long& x) { ++x; });
+}
+
+double shared_value_locked_incr_per_s(bool quick) {
+  const long n = quick ? 20000 : 5000000;
+  pactor::value<long> v(0);
+  auto t0 = clock_type::now();
+  pactor::process a(pactor::with_fork, locked_increments, v, n);
+  pactor::process b(pactor::with_fork, locked_increments, v, n);
+  a.start();
+  b.start();
+  check_exit(a);
+  check_exit(b);
+  double secs = ms_since(t0) / 1000;
+  if (v.load() != 2 * n)
+    throw std::runtime_error("lost increments: " + std::to_string(v.load())
+                             + " of " + std::to_string(2 * n));
+  return 2.0 * static_cast<double>(n) / secs;
+}
+
 // p50 and p99 come from the same run.
 std::pair<double, double> spin_pingpong(bool quick) {
   static std::optional<std::pair<double, double>> result;
@@ -326,6 +350,8 @@ std::vector<bench_case> all_cases() {
      [](bool quick) { return queue_pingpong_us(quick, false).first; }},
     {"queue_pingpong_blocking_rtt_us_p50", "us",
      [](bool quick) { return futex_pingpong_us(quick).first; }, "bare"},
+    {"shared_value_locked_incr_per_s", "incr/s",
+     shared_value_locked_incr_per_s},
   };
 }
 

@@ -207,6 +207,27 @@ def pipe_pingpong_us(quick):
     return percentiles(samples)
 
 
+def locked_increments(v, n):
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+
+
+def shared_value_locked_incr_per_s(quick):
+    n = 2000 if quick else 200000
+    v = mp.Value("l", 0)
+    t0 = time.perf_counter()
+    ps = [mp.Process(target=locked_increments, args=(v, n)) for _ in range(2)]
+    for p in ps:
+        p.start()
+    for p in ps:
+        check_exit(p)
+    secs = time.perf_counter() - t0
+    if v.value != 2 * n:
+        raise RuntimeError(f"lost increments: {v.value} of {2 * n}")
+    return 2 * n / secs
+
+
 _cache = {}
 
 
@@ -238,6 +259,7 @@ CASES = [
     # Python's queue has no spin: its blocking round trip is the same one.
     ("queue_pingpong_blocking_rtt_us_p50", "us",
      lambda q: cached("queue_pp", lambda: queue_pingpong_us(q))[0]),
+    ("shared_value_locked_incr_per_s", "incr/s", shared_value_locked_incr_per_s),
     ("pipe_pingpong_rtt_us_p50", "us",
      lambda q: cached("pipe_pp", lambda: pipe_pingpong_us(q))[0]),
     ("pipe_pingpong_rtt_us_p99", "us",

@@ -98,11 +98,15 @@ pid_t cached_pid() noexcept {
 bool robust_mutex_lock(pthread_mutex_t* m, wait_limit& limit, int spin,
                        bool* owner_died) {
   int rc = ::pthread_mutex_trylock(m);
+  // Test and test-and-set: spin reading the lock word (glibc's public
+  // __data.__lock, 0 when free) and try only when it looks free, so that
+  // waiting does not pull the cache line away from the holder.
   for (int i = 0; rc == EBUSY && i < spin; ++i) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
-    rc = ::pthread_mutex_trylock(m);
+    if (__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED) == 0)
+      rc = ::pthread_mutex_trylock(m);
   }
   if (rc == EBUSY && limit.none_allowed())
     return false;

@@ -239,11 +239,9 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
     }
   };
   template <class T>
-  struct convert<pactor::queue<T>> {
-    const msgpack::object& operator()(const msgpack::object& o,
-                                      pactor::queue<T>& q) const {
-      q = pactor::queue<T>::attach(o.as<int>());
-      return o;
+  struct as<pactor::queue<T>> {
+    pactor::queue<T> operator()(const msgpack::object& o) const {
+      return pactor::queue<T>::attach(o.as<int>());
     }
   };
   } // namespace adaptor

@@ -3,5 +3,7 @@
 #pragma once
 
 #include <pactor/runtime/init.hpp>
+#include <pactor/runtime/lock.hpp>
 #include <pactor/runtime/process.hpp>
 #include <pactor/runtime/queue.hpp>
+#include <pactor/runtime/value.hpp>
