@@ -1,8 +1,8 @@
 // Robust process-shared mutexes in their own segments.
 
-#include "internal.hpp"
-
 #include <pactor/runtime/lock.hpp>
+
+#include "internal.hpp"
 
 #include <cerrno>
 #include <stdexcept>
@@ -53,7 +53,7 @@ shared_mutex_handle::shared_mutex_handle(bool recursive,
 
 shared_mutex_handle::shared_mutex_handle(std::shared_ptr<segment> seg,
                                          pthread_mutex_t* m)
-  : seg_(std::move(seg)), m_(m) {
+    : seg_(std::move(seg)), m_(m) {
 }
 
 shared_mutex_handle shared_mutex_handle::attach(int fd) {

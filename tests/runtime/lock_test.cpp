@@ -1,12 +1,11 @@
 // Tests for pactor::mutex, recursive_mutex, value<T> and array<T>.
 
-#include "hygiene.hpp"
-
 #include <pactor/runtime/lock.hpp>
 #include <pactor/runtime/process.hpp>
 #include <pactor/runtime/queue.hpp>
 #include <pactor/runtime/value.hpp>
 
+#include "hygiene.hpp"
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 
@@ -23,18 +22,18 @@ using pactor::start_method;
 
 namespace {
 
-const start_method all_methods[] = {start_method::fork, start_method::spawn,
-                                    start_method::forkserver};
+const start_method all_methods[]
+  = {start_method::fork, start_method::spawn, start_method::forkserver};
 
 template <class F, class... A>
 pactor::process make(start_method m, F f, A... args) {
   switch (m) {
-    case start_method::fork:
-      return pactor::process(pactor::with_fork, f, args...);
-    case start_method::spawn:
-      return pactor::process(pactor::with_spawn, f, args...);
-    case start_method::forkserver:
-      break;
+  case start_method::fork:
+    return pactor::process(pactor::with_fork, f, args...);
+  case start_method::spawn:
+    return pactor::process(pactor::with_spawn, f, args...);
+  case start_method::forkserver:
+    break;
   }
   return pactor::process(pactor::with_forkserver, f, args...);
 }
@@ -153,7 +152,7 @@ BOOST_DATA_TEST_CASE(an_array_written_by_a_child_is_seen_by_the_parent,
   BOOST_CHECK_EQUAL(p.exitcode().value(), 0);
   for (std::size_t i = 0; i < 10; ++i)
     BOOST_CHECK_EQUAL(a.get(i), static_cast<double>(i) * 1.5);
-  BOOST_CHECK_THROW((void) a.get(10), std::out_of_range);
+  BOOST_CHECK_THROW((void)a.get(10), std::out_of_range);
   BOOST_CHECK_EQUAL(a.span()[3], 4.5);
 }
 

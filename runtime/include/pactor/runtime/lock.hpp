@@ -50,8 +50,8 @@ private:
 
 } // namespace detail
 
-/// A mutex shared between processes (Python's Lock). When a holder dies (even by SIGKILL),
-/// the next acquire takes the lock over and is told
+/// A mutex shared between processes (Python's Lock). When a holder dies (even
+/// by SIGKILL), the next acquire takes the lock over and is told
 /// (lock_status::acquired_owner_died). Only the holder may release it.
 /// Lockable, so std::lock_guard and std::unique_lock work.
 ///

@@ -30,8 +30,8 @@ class value {
 
 public:
   explicit value(const T& initial = T{})
-    : mu_(detail::shared_mutex_handle(false, sizeof(T))),
-      ptr_(reinterpret_cast<T*>(mu_.handle().extra())) {
+      : mu_(detail::shared_mutex_handle(false, sizeof(T))),
+        ptr_(reinterpret_cast<T*>(mu_.handle().extra())) {
     std::memcpy(static_cast<void*>(ptr_), &initial, sizeof(T));
   }
 
@@ -78,7 +78,7 @@ public:
 
 private:
   explicit value(detail::shared_mutex_handle h)
-    : mu_(std::move(h)), ptr_(reinterpret_cast<T*>(mu_.handle().extra())) {
+      : mu_(std::move(h)), ptr_(reinterpret_cast<T*>(mu_.handle().extra())) {
     if (mu_.handle().seg()->size() < 64 + sizeof(T))
       throw std::invalid_argument("pactor::value: the segment is too small");
   }
@@ -96,7 +96,7 @@ class array {
 
 public:
   explicit array(std::size_t n, const T& fill = T{})
-    : mu_(detail::shared_mutex_handle(false, 64 + n * sizeof(T))) {
+      : mu_(detail::shared_mutex_handle(false, 64 + n * sizeof(T))) {
     *reinterpret_cast<std::size_t*>(mu_.handle().extra()) = n;
     bind();
     for (std::size_t i = 0; i < n; ++i)
@@ -156,8 +156,7 @@ private:
   void check(std::size_t i) const {
     if (i >= n_)
       throw std::out_of_range("pactor::array: index " + std::to_string(i)
-                              + " out of range for size "
-                              + std::to_string(n_));
+                              + " out of range for size " + std::to_string(n_));
   }
 
   mutex mu_;
