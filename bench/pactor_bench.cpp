@@ -245,6 +245,44 @@ std::pair<double, double> queue_pingpong_us(bool quick, bool spin) {
   return {samples[samples.size() / 2], samples[samples.size() * 99 / 100]};
 }
 
+// --- pipes ------------------------------------------------------------
+
+void pipe_echo(pactor::connection<std::int64_t> c) {
+  for (;;) {
+    auto v = c.recv(std::chrono::seconds(30));
+    c.send(v);
+    if (v < 0)
+      return;
+  }
+}
+
+std::pair<double, double> pipe_pingpong_us(bool quick) {
+  static std::optional<std::pair<double, double>> result;
+  if (result)
+    return *result;
+  auto [here, there] = pactor::pipe<std::int64_t>();
+  pactor::process p(pactor::with_fork, pipe_echo, there);
+  p.start();
+  there.close();
+  const int n = quick ? 200 : 20000;
+  std::vector<double> samples;
+  for (int i = 0; i < n + 100; ++i) {
+    auto t0 = clock_type::now();
+    here.send(i);
+    if (here.recv(std::chrono::seconds(30)) != i)
+      throw std::runtime_error("a round trip returned the wrong value");
+    if (i >= 100)
+      samples.push_back(ms_since(t0) * 1000);
+  }
+  here.send(-1);
+  (void)here.recv(std::chrono::seconds(30));
+  check_exit(p);
+  std::sort(samples.begin(), samples.end());
+  result = std::pair{samples[samples.size() / 2],
+                     samples[samples.size() * 99 / 100]};
+  return *result;
+}
+
 // --- shared values --------------------------------------------------
 
 void locked_increments(pactor::value<long> v, long n) {
@@ -352,6 +390,10 @@ std::vector<bench_case> all_cases() {
      [](bool quick) { return futex_pingpong_us(quick).first; }, "bare"},
     {"shared_value_locked_incr_per_s", "incr/s",
      shared_value_locked_incr_per_s},
+    {"pipe_pingpong_rtt_us_p50", "us",
+     [](bool quick) { return pipe_pingpong_us(quick).first; }},
+    {"pipe_pingpong_rtt_us_p99", "us",
+     [](bool quick) { return pipe_pingpong_us(quick).second; }},
   };
 }
 

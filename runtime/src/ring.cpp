@@ -172,8 +172,58 @@ void ring::spin(std::chrono::nanoseconds limit) noexcept {
   spin_ns_ = spin_max_ns_;
 }
 
+// Spins until `ready()` (bounded, adaptive; only if a spinner slot is free:
+// never more spinners than CPUs to spare). Returns whether it became ready.
+template <class Ready>
+static bool spin_phase(ring_header* h, std::int64_t& spin_ns,
+                       std::int64_t spin_max_ns, unsigned& liveness_checks,
+                       const deadline_t& deadline, Ready ready) {
+  if (spin_ns <= 0)
+    return false;
+  auto me = static_cast<std::int32_t>(cached_pid());
+  int slot = -1;
+  for (int i = 0; i < spinner_limit() && slot < 0; ++i) {
+    std::int32_t expected = 0;
+    if (h->spinners[i].compare_exchange_strong(expected, me))
+      slot = i;
+    else if (expected != me && (++liveness_checks & 63) == 0
+             && ::kill(expected, 0) != 0 && errno == ESRCH
+             && h->spinners[i].compare_exchange_strong(expected, me))
+      slot = i; // a dead spinner's slot (checked now and then)
+  }
+  if (slot < 0)
+    return false;
+  auto until = steady::now() + std::chrono::nanoseconds(spin_ns);
+  if (deadline)
+    until = std::min(until, *deadline);
+  bool hit = false;
+  for (int i = 0;; ++i) {
+    if (ready()) {
+      hit = true;
+      break;
+    }
+    cpu_relax();
+    if ((i & 63) == 63 && steady::now() >= until)
+      break;
+  }
+  h->spinners[slot].store(0, std::memory_order_release);
+  // Adapt: spin the full limit after a hit, half as long after a miss.
+  spin_ns = hit ? spin_max_ns : std::max<std::int64_t>(spin_ns / 2, 1000);
+  return hit;
+}
+
+bool ring::readable() const noexcept {
+  return pos_of(h_->tail.load(std::memory_order_acquire))
+         != pos_of(h_->head.load(std::memory_order_acquire));
+}
+
+bool ring::spin_until_ready(bool for_write, std::size_t size) {
+  return spin_phase(h_, spin_ns_, spin_max_ns_, liveness_checks_, std::nullopt,
+                    [&] { return for_write ? writable(size) : readable(); });
+}
+
 // Waits until `word` differs from `seen` (or the ring closes): first a
-// bounded spin if a spinner slot is free, then futex sleeps.
+// bounded spin, then futex sleeps.
 bool ring::wait_for_change(std::atomic<std::uint64_t>& word, std::uint64_t seen,
                            std::atomic<std::uint32_t>& futex_word,
                            wait_limit& limit) {
@@ -184,41 +234,9 @@ bool ring::wait_for_change(std::atomic<std::uint64_t>& word, std::uint64_t seen,
   if (limit.none_allowed())
     return changed();
   const auto& deadline = limit.deadline();
-  if (spin_ns_ > 0) {
-    // Claim a spinner slot; never more spinners than CPUs to spare.
-    auto me = static_cast<std::int32_t>(cached_pid());
-    int slot = -1;
-    for (int i = 0; i < spinner_limit() && slot < 0; ++i) {
-      std::int32_t expected = 0;
-      if (h_->spinners[i].compare_exchange_strong(expected, me))
-        slot = i;
-      else if (expected != me && (++liveness_checks_ & 63) == 0
-               && ::kill(expected, 0) != 0 && errno == ESRCH
-               && h_->spinners[i].compare_exchange_strong(expected, me))
-        slot = i; // a dead spinner's slot (checked now and then)
-    }
-    if (slot >= 0) {
-      auto until = steady::now() + std::chrono::nanoseconds(spin_ns_);
-      if (deadline)
-        until = std::min(until, *deadline);
-      bool hit = false;
-      for (int i = 0;; ++i) {
-        if (changed()) {
-          hit = true;
-          break;
-        }
-        cpu_relax();
-        if ((i & 63) == 63 && steady::now() >= until)
-          break;
-      }
-      h_->spinners[slot].store(0, std::memory_order_release);
-      // Adapt: spin the full limit after a hit, half as long after a miss.
-      spin_ns_
-        = hit ? spin_max_ns_ : std::max<std::int64_t>(spin_ns_ / 2, 1000);
-      if (hit)
-        return true;
-    }
-  }
+  if (spin_phase(h_, spin_ns_, spin_max_ns_, liveness_checks_, deadline,
+                 changed))
+    return true;
   for (;;) {
     auto expect = announce_sleeper(&futex_word);
     std::atomic_thread_fence(std::memory_order_seq_cst);

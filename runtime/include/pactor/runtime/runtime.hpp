@@ -4,6 +4,7 @@
 
 #include <pactor/runtime/init.hpp>
 #include <pactor/runtime/lock.hpp>
+#include <pactor/runtime/pipe.hpp>
 #include <pactor/runtime/process.hpp>
 #include <pactor/runtime/queue.hpp>
 #include <pactor/runtime/value.hpp>

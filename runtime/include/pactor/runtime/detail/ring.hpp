@@ -98,6 +98,16 @@ public:
     return seg_->fd();
   }
 
+  /// Returns whether a get would find a record now (no lock taken).
+  [[nodiscard]] bool readable() const noexcept;
+  /// Returns whether a record of `size` bytes would fit now.
+  [[nodiscard]] bool writable(std::size_t size) const noexcept {
+    return !full(size);
+  }
+  /// Spins (bounded, adaptive, within the spinner limit) until readable()
+  /// or writable(size) holds, as `for_write` asks; returns whether it does.
+  bool spin_until_ready(bool for_write, std::size_t size);
+
 private:
   ring() = default;
   bool wait_for_change(std::atomic<std::uint64_t>& word, std::uint64_t seen,
