@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
   std::printf("[%d, %s, '%s']\n", n, nothing ? "?" : "None", word.c_str());
   p.join();
   try {
-    (void) parent_conn.recv(std::chrono::seconds(10));
+    (void)parent_conn.recv(std::chrono::seconds(10));
   } catch (const pactor::eof_error&) {
     std::printf("the child closed its end: end of file\n");
   }

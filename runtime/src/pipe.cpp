@@ -1,9 +1,9 @@
 // Pipes: one ring per direction for the data, a socketpair for wake-ups and
 // for noticing that the peer is gone. See docs/design/pipe.md.
 
-#include "internal.hpp"
-
 #include <pactor/runtime/pipe.hpp>
+
+#include "internal.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -122,8 +122,8 @@ void pipe_end::notify(int dir, int role) noexcept {
   if (flag.load(std::memory_order_relaxed) != 0
       && flag.exchange(0, std::memory_order_acq_rel) != 0) {
     char c = 'w';
-    [[maybe_unused]] auto n =
-      ::send(*sock_, &c, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    [[maybe_unused]] auto n
+      = ::send(*sock_, &c, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
   }
 }
 
@@ -146,7 +146,7 @@ bool pipe_end::wait(bool for_write, std::size_t size, wait_limit& limit) {
     int wait_ms = -1;
     if (deadline) {
       auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline
-                                                              - steady::now());
+                                                               - steady::now());
       if (left.count() <= 0)
         return ready();
       wait_ms = static_cast<int>(std::min<std::int64_t>(left.count(), 1000000));

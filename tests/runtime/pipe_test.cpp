@@ -1,10 +1,9 @@
 // Tests for pactor::pipe and connection.
 
-#include "hygiene.hpp"
-
 #include <pactor/runtime/pipe.hpp>
 #include <pactor/runtime/process.hpp>
 
+#include "hygiene.hpp"
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 
@@ -19,18 +18,18 @@ using pactor::start_method;
 
 namespace {
 
-const start_method all_methods[] = {start_method::fork, start_method::spawn,
-                                    start_method::forkserver};
+const start_method all_methods[]
+  = {start_method::fork, start_method::spawn, start_method::forkserver};
 
 template <class F, class... A>
 pactor::process make(start_method m, F f, A... args) {
   switch (m) {
-    case start_method::fork:
-      return pactor::process(pactor::with_fork, f, args...);
-    case start_method::spawn:
-      return pactor::process(pactor::with_spawn, f, args...);
-    case start_method::forkserver:
-      break;
+  case start_method::fork:
+    return pactor::process(pactor::with_fork, f, args...);
+  case start_method::spawn:
+    return pactor::process(pactor::with_spawn, f, args...);
+  case start_method::forkserver:
+    break;
   }
   return pactor::process(pactor::with_forkserver, f, args...);
 }
@@ -80,14 +79,14 @@ BOOST_AUTO_TEST_CASE(a_simplex_pipe_receives_on_the_first_end_only) {
   w.send(5);
   BOOST_CHECK_EQUAL(r.recv(), 5);
   BOOST_CHECK_THROW(r.send(1), std::logic_error);
-  BOOST_CHECK_THROW((void) w.recv(), std::logic_error);
+  BOOST_CHECK_THROW((void)w.recv(), std::logic_error);
 }
 
 BOOST_AUTO_TEST_CASE(poll_and_a_timed_recv_do_not_block) {
   auto [a, b] = pactor::pipe<int>(true, {.spin = 0ns});
   BOOST_CHECK(!b.poll());
   BOOST_CHECK(!b.poll(20ms));
-  BOOST_CHECK_THROW((void) b.recv(20ms), pactor::timeout_error);
+  BOOST_CHECK_THROW((void)b.recv(20ms), pactor::timeout_error);
   a.send(3);
   BOOST_CHECK(b.poll());
   BOOST_CHECK_EQUAL(b.recv(1s), 3);
@@ -101,7 +100,7 @@ BOOST_AUTO_TEST_CASE(closing_one_end_gives_the_other_end_of_file) {
   BOOST_CHECK_THROW(a.send(2), std::logic_error);
   BOOST_CHECK_EQUAL(b.recv(1s), 1); // what was sent is still delivered
   BOOST_CHECK(b.poll(1s));          // true at end of file, as in Python
-  BOOST_CHECK_THROW((void) b.recv(1s), pactor::eof_error);
+  BOOST_CHECK_THROW((void)b.recv(1s), pactor::eof_error);
 }
 
 BOOST_AUTO_TEST_CASE(sending_into_a_full_pipe_whose_reader_is_gone_fails) {
@@ -142,7 +141,7 @@ BOOST_DATA_TEST_CASE(a_killed_writer_gives_end_of_file_after_its_messages,
   BOOST_CHECK_EQUAL(here.recv(10s), "three");
   p.kill();
   BOOST_REQUIRE(p.join(10s));
-  BOOST_CHECK_THROW((void) here.recv(10s), pactor::eof_error);
+  BOOST_CHECK_THROW((void)here.recv(10s), pactor::eof_error);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -20,8 +20,8 @@ namespace pactor {
 class eof_error : public std::runtime_error {
 public:
   eof_error()
-    : std::runtime_error("pactor::eof_error: the other end of the pipe is "
-                         "closed and nothing is left to receive") {
+      : std::runtime_error("pactor::eof_error: the other end of the pipe is "
+                           "closed and nothing is left to receive") {
   }
 };
 
@@ -30,8 +30,8 @@ public:
 class broken_pipe : public std::runtime_error {
 public:
   broken_pipe()
-    : std::runtime_error("pactor::broken_pipe: the other end of the pipe is "
-                         "gone") {
+      : std::runtime_error("pactor::broken_pipe: the other end of the pipe is "
+                           "gone") {
   }
 };
 
