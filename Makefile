@@ -8,7 +8,7 @@ PACTOR_WERROR ?= OFF
 CMAKE_FLAGS  ?=
 MAKEFLAGS    += --no-print-directory
 
-.PHONY: all deps configure build run test bench test-asan torture fuzz format tidy clean
+.PHONY: all deps configure build run test bench test-asan test-tsan torture fuzz format tidy clean
 
 all: build
 
@@ -44,6 +44,13 @@ test-asan:
 	@$(MAKE) test BUILD=build-asan BUILD_TYPE=Debug \
 	  CMAKE_FLAGS="-DPACTOR_SANITIZERS=address,undefined -DPACTOR_ENABLE_BENCHMARKS=OFF"
 
+# ThreadSanitizer over the runtime suite (queues, mutexes, pipes, processes).
+test-tsan: export TSAN_OPTIONS = halt_on_error=1:die_after_fork=0
+test-tsan:
+	@$(MAKE) build BUILD=build-tsan BUILD_TYPE=Debug \
+	  CMAKE_FLAGS="-DPACTOR_SANITIZERS=thread -DPACTOR_ENABLE_BENCHMARKS=OFF -DPACTOR_ENABLE_EXAMPLES=OFF"
+	@cd build-tsan && ctest --output-on-failure -R '^(runtime|serialization)$$'
+
 # The queue torture test's long form (the short form runs in `make test`).
 TORTURE_SECONDS ?= 60
 torture: build
@@ -68,4 +75,4 @@ tidy: configure
 	  | xargs clang-tidy -p $(BUILD) --quiet
 
 clean:
-	@rm -rf build build-asan build-fuzz
+	@rm -rf build build-asan build-tsan build-fuzz

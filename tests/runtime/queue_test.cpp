@@ -5,6 +5,7 @@
 #include <pactor/runtime/queue.hpp>
 
 #include "hygiene.hpp"
+#include "methods.hpp"
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 
@@ -20,24 +21,10 @@
 namespace bdata = boost::unit_test::data;
 using namespace std::chrono_literals;
 using pactor::start_method;
+using pactor_test::all_methods;
+using pactor_test::make;
 
 namespace {
-
-const start_method all_methods[]
-  = {start_method::fork, start_method::spawn, start_method::forkserver};
-
-template <class F, class... A>
-pactor::process make(start_method m, F f, A... args) {
-  switch (m) {
-  case start_method::fork:
-    return pactor::process(pactor::with_fork, f, args...);
-  case start_method::spawn:
-    return pactor::process(pactor::with_spawn, f, args...);
-  case start_method::forkserver:
-    break;
-  }
-  return pactor::process(pactor::with_forkserver, f, args...);
-}
 
 void put_range(pactor::queue<int> q, int from, int to) {
   for (int i = from; i < to; ++i)

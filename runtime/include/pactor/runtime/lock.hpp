@@ -2,6 +2,7 @@
 
 #pragma once
 
+#include <pactor/runtime/detail/fd_handle.hpp>
 #include <pactor/runtime/detail/sync.hpp>
 
 #include <msgpack.hpp>
@@ -63,6 +64,9 @@ private:
 ///       ...;
 class mutex {
 public:
+  /// Travels to spawn/forkserver children as its fd (detail/fd_handle.hpp).
+  using pactor_fd_handle = void;
+
   mutex() : h_(false, 0) {
   }
 
@@ -128,29 +132,15 @@ class recursive_mutex : public mutex {
 public:
   recursive_mutex() : mutex(detail::shared_mutex_handle(true, 0)) {
   }
+  /// Maps the recursive mutex behind `fd` (from another process).
+  static recursive_mutex attach(int fd) {
+    return recursive_mutex(detail::shared_mutex_handle::attach(fd));
+  }
+
+private:
+  explicit recursive_mutex(detail::shared_mutex_handle h)
+      : mutex(std::move(h)) {
+  }
 };
 
 } // namespace pactor
-
-namespace msgpack {
-MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
-  namespace adaptor {
-  template <>
-  struct pack<pactor::mutex> {
-    template <class Stream>
-    packer<Stream>& operator()(packer<Stream>& o,
-                               const pactor::mutex& l) const {
-      pactor::detail::fd_collector::collect(l.fd());
-      o.pack(l.fd());
-      return o;
-    }
-  };
-  template <>
-  struct as<pactor::mutex> {
-    pactor::mutex operator()(const msgpack::object& o) const {
-      return pactor::mutex::attach(o.as<int>());
-    }
-  };
-  } // namespace adaptor
-} // MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS)
-} // namespace msgpack

@@ -100,8 +100,8 @@ public:
   /// Sends `value`, blocking while the pipe is full. Throws broken_pipe if
   /// the peer is gone and the message cannot be buffered.
   void send(const T& value) {
-    std::size_t size = packed_size(value);
-    auto write = [&](std::byte* dst) { pack_into(value, dst, size); };
+    auto size = packed_size(value);
+    auto write = [&](std::byte* dst) { pack_into(value, {dst, size}); };
     end_.send(size, write);
   }
 
@@ -151,35 +151,6 @@ public:
   }
 
 private:
-  struct byte_counter {
-    std::size_t n = 0;
-    void write(const char*, std::size_t len) noexcept {
-      n += len;
-    }
-  };
-  struct span_writer {
-    std::byte* at;
-    std::byte* end;
-    void write(const char* p, std::size_t len) {
-      if (len > static_cast<std::size_t>(end - at))
-        throw std::logic_error("pactor::connection: the message packed to "
-                               "a different size twice");
-      std::memcpy(at, p, len);
-      at += len;
-    }
-  };
-  static std::size_t packed_size(const T& value) {
-    byte_counter c;
-    msgpack::packer<byte_counter> pk(c);
-    pk.pack(value);
-    return c.n;
-  }
-  static void pack_into(const T& value, std::byte* dst, std::size_t size) {
-    span_writer w{dst, dst + size};
-    msgpack::packer<span_writer> pk(w);
-    pk.pack(value);
-  }
-
   std::optional<T> recv_until(detail::wait_limit limit) {
     std::optional<T> out;
     auto read = [&](std::span<const std::byte> payload) {

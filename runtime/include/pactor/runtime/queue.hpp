@@ -3,6 +3,7 @@
 
 #pragma once
 
+#include <pactor/runtime/detail/fd_handle.hpp>
 #include <pactor/runtime/detail/ring.hpp>
 #include <pactor/serialization/codec.hpp>
 
@@ -69,6 +70,9 @@ struct queue_options {
 template <class T>
 class queue {
 public:
+  /// Travels to spawn/forkserver children as its fd (detail/fd_handle.hpp).
+  using pactor_fd_handle = void;
+
   /// A queue of at most `maxsize` messages (0 = bounded by bytes only).
   explicit queue(std::size_t maxsize = 0, queue_options opts = {})
       : ring_(detail::ring::create({opts.capacity_bytes, maxsize})) {
@@ -155,42 +159,10 @@ private:
   explicit queue(detail::ring r) : ring_(std::move(r)) {
   }
 
-  // Counts the bytes msgpack writes, without writing them.
-  struct byte_counter {
-    std::size_t n = 0;
-    void write(const char*, std::size_t len) noexcept {
-      n += len;
-    }
-  };
-
-  // Writes into a span that must be exactly the counted size.
-  struct span_writer {
-    std::byte* at;
-    std::byte* end;
-    void write(const char* p, std::size_t len) {
-      if (len > static_cast<std::size_t>(end - at))
-        throw std::logic_error("pactor::queue: the message packed to a "
-                               "different size twice");
-      std::memcpy(at, p, len);
-      at += len;
-    }
-  };
-
   void put_until(const T& value, detail::wait_limit limit) {
-    byte_counter counter;
-    {
-      msgpack::packer<byte_counter> pk(counter);
-      pk.pack(value);
-    }
-    auto write = [&](std::byte* dst) {
-      span_writer w{dst, dst + counter.n};
-      msgpack::packer<span_writer> pk(w);
-      pk.pack(value);
-      if (w.at != w.end)
-        throw std::logic_error("pactor::queue: the message packed to a "
-                               "different size twice");
-    };
-    switch (ring_.put(counter.n, write, limit)) {
+    auto size = packed_size(value);
+    auto write = [&](std::byte* dst) { pack_into(value, {dst, size}); };
+    switch (ring_.put(size, write, limit)) {
     case detail::ring_status::ok:
       return;
     case detail::ring_status::timeout:
@@ -222,28 +194,3 @@ private:
 };
 
 } // namespace pactor
-
-// A queue travels to spawn and forkserver children as its fd number; the
-// process start adds the fd to the child's pass_fds.
-namespace msgpack {
-MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
-  namespace adaptor {
-  template <class T>
-  struct pack<pactor::queue<T>> {
-    template <class Stream>
-    packer<Stream>& operator()(packer<Stream>& o,
-                               const pactor::queue<T>& q) const {
-      pactor::detail::fd_collector::collect(q.fd());
-      o.pack(q.fd());
-      return o;
-    }
-  };
-  template <class T>
-  struct as<pactor::queue<T>> {
-    pactor::queue<T> operator()(const msgpack::object& o) const {
-      return pactor::queue<T>::attach(o.as<int>());
-    }
-  };
-  } // namespace adaptor
-} // MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS)
-} // namespace msgpack

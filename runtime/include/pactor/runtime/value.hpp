@@ -29,6 +29,9 @@ class value {
                 "pactor::value<T> needs a trivially copyable T");
 
 public:
+  /// Travels to spawn/forkserver children as its fd (detail/fd_handle.hpp).
+  using pactor_fd_handle = void;
+
   explicit value(const T& initial = T{})
       : mu_(detail::shared_mutex_handle(false, sizeof(T))),
         ptr_(reinterpret_cast<T*>(mu_.handle().extra())) {
@@ -95,6 +98,9 @@ class array {
                 "pactor::array<T> needs a trivially copyable T");
 
 public:
+  /// Travels to spawn/forkserver children as its fd (detail/fd_handle.hpp).
+  using pactor_fd_handle = void;
+
   explicit array(std::size_t n, const T& fill = T{})
       : mu_(detail::shared_mutex_handle(false, 64 + n * sizeof(T))) {
     *reinterpret_cast<std::size_t*>(mu_.handle().extra()) = n;
@@ -165,42 +171,3 @@ private:
 };
 
 } // namespace pactor
-
-namespace msgpack {
-MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
-  namespace adaptor {
-  template <class T>
-  struct pack<pactor::value<T>> {
-    template <class Stream>
-    packer<Stream>& operator()(packer<Stream>& o,
-                               const pactor::value<T>& v) const {
-      pactor::detail::fd_collector::collect(v.fd());
-      o.pack(v.fd());
-      return o;
-    }
-  };
-  template <class T>
-  struct as<pactor::value<T>> {
-    pactor::value<T> operator()(const msgpack::object& o) const {
-      return pactor::value<T>::attach(o.as<int>());
-    }
-  };
-  template <class T>
-  struct pack<pactor::array<T>> {
-    template <class Stream>
-    packer<Stream>& operator()(packer<Stream>& o,
-                               const pactor::array<T>& a) const {
-      pactor::detail::fd_collector::collect(a.fd());
-      o.pack(a.fd());
-      return o;
-    }
-  };
-  template <class T>
-  struct as<pactor::array<T>> {
-    pactor::array<T> operator()(const msgpack::object& o) const {
-      return pactor::array<T>::attach(o.as<int>());
-    }
-  };
-  } // namespace adaptor
-} // MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS)
-} // namespace msgpack

@@ -25,6 +25,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <span>
@@ -74,6 +75,53 @@ private:
                                     const char* what);
 
 } // namespace detail
+
+namespace detail {
+
+/// A msgpack stream that only counts bytes.
+struct byte_counter {
+  std::size_t n = 0;
+  void write(const char*, std::size_t len) noexcept {
+    n += len;
+  }
+};
+
+/// A msgpack stream that writes into a span and refuses to overflow it.
+struct span_writer {
+  std::byte* at;
+  std::byte* end;
+  void write(const char* p, std::size_t len) {
+    if (len > static_cast<std::size_t>(end - at))
+      throw std::logic_error("pactor: a message packed to a different size "
+                             "the second time");
+    std::memcpy(at, p, len);
+    at += len;
+  }
+};
+
+} // namespace detail
+
+/// Returns how many bytes the msgpack encoding of `value` takes.
+template <class T>
+[[nodiscard]] std::size_t packed_size(const T& value) {
+  detail::byte_counter c;
+  msgpack::packer<detail::byte_counter> pk(c);
+  pk.pack(value);
+  return c.n;
+}
+
+/// Writes the msgpack encoding of `value` into `out`, which must be exactly
+/// packed_size(value) bytes (std::logic_error otherwise): lets a writer pack
+/// in place, e.g. straight into shared memory.
+template <class T>
+void pack_into(const T& value, std::span<std::byte> out) {
+  detail::span_writer w{out.data(), out.data() + out.size()};
+  msgpack::packer<detail::span_writer> pk(w);
+  pk.pack(value);
+  if (w.at != w.end)
+    throw std::logic_error("pactor: a message packed to a different size "
+                           "the second time");
+}
 
 /// Appends the msgpack encoding of `value` (no envelope) to `out`.
 template <class T>
