@@ -45,11 +45,16 @@ test-asan:
 	  CMAKE_FLAGS="-DPACTOR_SANITIZERS=address,undefined -DPACTOR_ENABLE_BENCHMARKS=OFF"
 
 # ThreadSanitizer over the runtime suite (queues, mutexes, pipes, processes).
-test-tsan: export TSAN_OPTIONS = halt_on_error=1:die_after_fork=0
+test-tsan: export TSAN_OPTIONS = halt_on_error=1:die_after_fork=0:handle_segv=0:handle_sigbus=0:handle_sigfpe=0:handle_abort=0
 test-tsan:
 	@$(MAKE) build BUILD=build-tsan BUILD_TYPE=Debug \
 	  CMAKE_FLAGS="-DPACTOR_SANITIZERS=thread -DPACTOR_ENABLE_BENCHMARKS=OFF -DPACTOR_ENABLE_EXAMPLES=OFF"
-	@cd build-tsan && ctest --output-on-failure -R '^(runtime|serialization)$$'
+	@# The torture suite is left out: it kills processes holding robust
+	@# mutexes, and TSan does not count a takeover after EOWNERDEAD from a
+	@# dead process as an acquire (its lock model is per process), so it
+	@# reports the next unlock; TSan cannot see cross-process races anyway.
+	@cd build-tsan && tests/serialization_tests --color_output=false \
+	  && tests/runtime_tests --color_output=false --run_test='!queue_torture'
 
 # The queue torture test's long form (the short form runs in `make test`).
 TORTURE_SECONDS ?= 60

@@ -169,7 +169,12 @@ int thread_count() {
   for (; *p != '\0' && field < 20; ++p)
     if (*p == ' ')
       ++field;
-  return std::max(1, std::atoi(p));
+  int threads = std::atoi(p);
+#if defined(__SANITIZE_THREAD__)
+  // ThreadSanitizer runs one background thread of its own in every process.
+  threads -= 1;
+#endif
+  return std::max(1, threads);
 }
 
 } // namespace pactor::detail

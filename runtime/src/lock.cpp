@@ -74,8 +74,12 @@ lock_status shared_mutex_handle::acquire(wait_limit limit) {
 }
 
 void shared_mutex_handle::release() {
-  // The owner-died flag is rewritten by every acquire; a release that is
-  // refused (EPERM) must not touch the real holder's flag.
+  // Only the holder may release. glibc keeps the holder's thread id in the
+  // mutex's public __data.__owner; checking it here, rather than relying on
+  // unlock's EPERM, keeps a wrong release from touching the mutex at all.
+  if (__atomic_load_n(&m_->__data.__owner, __ATOMIC_RELAXED) != ::gettid())
+    throw std::logic_error(
+      "pactor::mutex::release: the caller does not hold the mutex");
   int rc = ::pthread_mutex_unlock(m_);
   if (rc == EPERM)
     throw std::logic_error(

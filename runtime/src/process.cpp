@@ -288,7 +288,7 @@ void process::start() {
         "pactor::process::start: a daemonic process may not start children");
   }
   detail::reap_finished();
-  std::lock_guard lk(s.mu);
+  std::unique_lock lk(s.mu);
   if (s.started)
     throw std::logic_error(
       "pactor::process::start: cannot start a process twice");
@@ -351,6 +351,9 @@ void process::start() {
   s.pidfd = std::move(child.pidfd);
   s.status = std::move(child.status);
   s.started = true;
+  // The table is locked without the state's lock held: reap_finished takes
+  // the table's lock first, then each state's.
+  lk.unlock();
   auto& t = detail::children();
   std::lock_guard tlk(t.mu);
   t.live.push_back(state_);

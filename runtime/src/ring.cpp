@@ -76,7 +76,9 @@ struct ring_header {
   std::atomic<std::uint32_t> closed;
 
   alignas(64) pthread_mutex_t put_mu;
-  std::uint64_t head_cache; // the put side's view of head (under put_mu)
+  // The put side's view of head: written under put_mu, read also by a
+  // waiting putter after it unlocked (hence atomic, relaxed).
+  std::atomic<std::uint64_t> head_cache;
   alignas(64) std::atomic<std::uint64_t> tail;
 
   alignas(64) pthread_mutex_t get_mu;
@@ -271,13 +273,14 @@ ring_status ring::put(std::size_t size, fn_ref<void(std::byte*)> write,
       auto idx = pos_of(t) & (cap - 1);
       auto to_end = cap - idx;
       auto pad = to_end < need ? to_end : 0;
-      auto used = (pos_of(t) - pos_of(h_->head_cache)) & pos_mask;
-      auto count = (seq_of(t) - seq_of(h_->head_cache)) & seq_mask;
+      auto cached = h_->head_cache.load(std::memory_order_relaxed);
+      auto used = (pos_of(t) - pos_of(cached)) & pos_mask;
+      auto count = (seq_of(t) - seq_of(cached)) & seq_mask;
       bool count_ok = h_->max_count == 0 || count < h_->max_count;
       if (cap - used < pad + need || !count_ok) {
         auto fresh = h_->head.load(std::memory_order_acquire);
-        if (fresh != h_->head_cache) {
-          h_->head_cache = fresh;
+        if (fresh != cached) {
+          h_->head_cache.store(fresh, std::memory_order_relaxed);
           continue;
         }
         if (pad != 0 && cap - used >= pad) {
@@ -316,7 +319,7 @@ ring_status ring::put(std::size_t size, fn_ref<void(std::byte*)> write,
     }
     // Full: wait (without the lock) until a getter moves head.
     auto seen = h_->head.load(std::memory_order_acquire);
-    if (seen != h_->head_cache)
+    if (seen != h_->head_cache.load(std::memory_order_relaxed))
       continue;
     if (!wait_for_change(h_->head, seen, h_->not_full, limit))
       return ring_status::timeout;

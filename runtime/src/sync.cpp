@@ -113,11 +113,23 @@ bool robust_mutex_lock(pthread_mutex_t* m, wait_limit& limit, int spin,
   if (rc == EBUSY) {
     const auto& deadline = limit.deadline();
     if (deadline) {
+#if defined(__SANITIZE_THREAD__)
+      // GCC 12's ThreadSanitizer does not intercept pthread_mutex_clocklock
+      // (it would then report our unlock as unlocking an unlocked mutex):
+      // use the intercepted timedlock with the deadline on the wall clock.
+      auto left = *deadline - steady::now();
       auto wall = std::chrono::duration_cast<std::chrono::nanoseconds>(
-        deadline->time_since_epoch());
+        (std::chrono::system_clock::now() + left).time_since_epoch());
       timespec ts{static_cast<time_t>(wall.count() / 1000000000),
                   static_cast<long>(wall.count() % 1000000000)};
+      rc = ::pthread_mutex_timedlock(m, &ts);
+#else
+      auto mono = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        deadline->time_since_epoch());
+      timespec ts{static_cast<time_t>(mono.count() / 1000000000),
+                  static_cast<long>(mono.count() % 1000000000)};
       rc = ::pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
+#endif
     } else {
       rc = ::pthread_mutex_lock(m);
     }

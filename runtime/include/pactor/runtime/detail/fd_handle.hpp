@@ -20,7 +20,7 @@ struct is_fd_handle : std::false_type {};
 
 template <class T>
 struct is_fd_handle<T, std::void_t<typename T::pactor_fd_handle>>
-  : std::true_type {};
+    : std::true_type {};
 
 template <class T>
 inline constexpr bool is_fd_handle_v = is_fd_handle<T>::value;
