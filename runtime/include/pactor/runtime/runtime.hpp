@@ -7,4 +7,5 @@
 #include <pactor/runtime/pipe.hpp>
 #include <pactor/runtime/process.hpp>
 #include <pactor/runtime/queue.hpp>
+#include <pactor/runtime/semaphore.hpp>
 #include <pactor/runtime/value.hpp>
