@@ -44,6 +44,21 @@ double ms_since(clock_type::time_point t0) {
     .count();
 }
 
+// Times `n` round trips after `warmup` untimed ones; `round_trip(i)` sends i
+// and checks the answer. Returns {p50, p99} in microseconds.
+template <class F>
+std::pair<double, double> round_trip_us(int n, int warmup, F round_trip) {
+  std::vector<double> samples;
+  for (int i = 0; i < n + warmup; ++i) {
+    auto t0 = clock_type::now();
+    round_trip(i);
+    if (i >= warmup)
+      samples.push_back(ms_since(t0) * 1000);
+  }
+  std::sort(samples.begin(), samples.end());
+  return {samples[samples.size() / 2], samples[samples.size() * 99 / 100]};
+}
+
 void noop() {
 }
 
@@ -228,21 +243,15 @@ std::pair<double, double> queue_pingpong_us(bool quick, bool spin) {
   pactor::queue<std::int64_t> back(0, opts);
   pactor::process p(pactor::with_fork, echo, there, back);
   p.start();
-  const int n = quick ? 200 : 20000;
-  std::vector<double> samples;
-  for (int i = 0; i < n + 100; ++i) {
-    auto t0 = clock_type::now();
+  auto result = round_trip_us(quick ? 200 : 20000, 100, [&](int i) {
     there.put(i);
     if (back.get(std::chrono::seconds(30)) != i)
       throw std::runtime_error("a round trip returned the wrong value");
-    if (i >= 100) // warm-up
-      samples.push_back(ms_since(t0) * 1000);
-  }
+  });
   there.put(-1);
   (void)back.get(std::chrono::seconds(30));
   check_exit(p);
-  std::sort(samples.begin(), samples.end());
-  return {samples[samples.size() / 2], samples[samples.size() * 99 / 100]};
+  return result;
 }
 
 // --- pipes ------------------------------------------------------------
@@ -264,22 +273,14 @@ std::pair<double, double> pipe_pingpong_us(bool quick) {
   pactor::process p(pactor::with_fork, pipe_echo, there);
   p.start();
   there.close();
-  const int n = quick ? 200 : 20000;
-  std::vector<double> samples;
-  for (int i = 0; i < n + 100; ++i) {
-    auto t0 = clock_type::now();
+  result = round_trip_us(quick ? 200 : 20000, 100, [&](int i) {
     here.send(i);
     if (here.recv(std::chrono::seconds(30)) != i)
       throw std::runtime_error("a round trip returned the wrong value");
-    if (i >= 100)
-      samples.push_back(ms_since(t0) * 1000);
-  }
+  });
   here.send(-1);
   (void)here.recv(std::chrono::seconds(30));
   check_exit(p);
-  std::sort(samples.begin(), samples.end());
-  result = std::pair{samples[samples.size() / 2],
-                     samples[samples.size() * 99 / 100]};
   return *result;
 }
 
@@ -332,18 +333,15 @@ std::pair<double, double> futex_pingpong_us(bool quick) {
   const int n = quick ? 200 : 20000;
   pactor::process p(pactor::with_fork, futex_echo, w, n);
   p.start();
-  std::vector<double> samples;
-  for (std::uint32_t i = 1; i <= static_cast<std::uint32_t>(n); ++i) {
-    auto t0 = clock_type::now();
+  auto result = round_trip_us(n, 0, [&](int k) {
+    auto i = static_cast<std::uint32_t>(k + 1);
     w[0].store(i);
     pactor::detail::futex_wake_all(&w[0]);
     while (w[1].load() != i)
       pactor::detail::futex_wait(&w[1], i - 1, std::nullopt);
-    samples.push_back(ms_since(t0) * 1000);
-  }
+  });
   check_exit(p);
-  std::sort(samples.begin(), samples.end());
-  return {samples[samples.size() / 2], samples[samples.size() * 99 / 100]};
+  return result;
 }
 
 std::vector<bench_case> all_cases() {

@@ -169,42 +169,45 @@ def percentiles(samples):
     return samples[len(samples) // 2], samples[len(samples) * 99 // 100]
 
 
+def round_trip_us(n, warmup, round_trip):
+    """Times n round trips after warmup untimed ones; returns (p50, p99)."""
+    samples = []
+    for i in range(n + warmup):
+        t0 = time.perf_counter()
+        round_trip(i)
+        if i >= warmup:
+            samples.append((time.perf_counter() - t0) * 1e6)
+    return percentiles(samples)
+
+
 def queue_pingpong_us(quick):
     there, back = mp.Queue(), mp.Queue()
     p = mp.Process(target=echo_queue, args=(there, back))
     p.start()
-    n = 200 if quick else 10000
-    samples = []
-    for i in range(n + 100):
-        t0 = time.perf_counter()
+    def round_trip(i):
         there.put(i)
         if back.get(timeout=30) != i:
             raise RuntimeError("wrong value")
-        if i >= 100:
-            samples.append((time.perf_counter() - t0) * 1e6)
+    result = round_trip_us(200 if quick else 10000, 100, round_trip)
     there.put(-1)
     back.get(timeout=30)
     check_exit(p)
-    return percentiles(samples)
+    return result
 
 
 def pipe_pingpong_us(quick):
     parent, child = mp.Pipe()
     p = mp.Process(target=echo_pipe, args=(child,))
     p.start()
-    n = 200 if quick else 20000
-    samples = []
-    for i in range(n + 100):
-        t0 = time.perf_counter()
+    def round_trip(i):
         parent.send(i)
         if parent.recv() != i:
             raise RuntimeError("wrong value")
-        if i >= 100:
-            samples.append((time.perf_counter() - t0) * 1e6)
+    result = round_trip_us(200 if quick else 20000, 100, round_trip)
     parent.send(-1)
     parent.recv()
     check_exit(p)
-    return percentiles(samples)
+    return result
 
 
 def locked_increments(v, n):

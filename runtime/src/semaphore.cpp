@@ -1,9 +1,9 @@
 // Semaphores and events: a counter or flag plus a futex word with a sleepers
 // bit, so release and set make a system call only when someone sleeps.
 
-#include "internal.hpp"
-
 #include <pactor/runtime/semaphore.hpp>
+
+#include "internal.hpp"
 
 #include <stdexcept>
 #include <string>
@@ -42,8 +42,8 @@ struct event_state {
 } // namespace detail
 
 semaphore::semaphore(std::uint32_t initial, bool bounded)
-  : seg_(std::make_shared<detail::segment>(
-    detail::segment::create(4096, "pactor-semaphore"))) {
+    : seg_(std::make_shared<detail::segment>(
+      detail::segment::create(4096, "pactor-semaphore"))) {
   s_ = new (seg_->data()) detail::semaphore_state{};
   s_->max = bounded ? initial : 0;
   s_->count.store(initial);
@@ -51,7 +51,7 @@ semaphore::semaphore(std::uint32_t initial, bool bounded)
 }
 
 semaphore::semaphore(std::shared_ptr<detail::segment> seg)
-  : seg_(std::move(seg)) {
+    : seg_(std::move(seg)) {
   s_ = detail::checked_state<detail::semaphore_state>(
     *seg_, detail::semaphore_magic, "semaphore");
 }
@@ -65,8 +65,7 @@ bool semaphore::acquire_until(detail::wait_limit limit) {
   for (;;) {
     auto c = s_->count.load(std::memory_order_acquire);
     while (c > 0) {
-      if (s_->count.compare_exchange_weak(c, c - 1,
-                                          std::memory_order_acq_rel))
+      if (s_->count.compare_exchange_weak(c, c - 1, std::memory_order_acq_rel))
         return true;
     }
     if (limit.none_allowed())
@@ -86,8 +85,8 @@ void semaphore::release(std::uint32_t n) {
     if (s_->max != 0 && c + n > s_->max)
       throw std::logic_error("pactor::semaphore::release: a bounded "
                              "semaphore released too many times");
-  } while (!s_->count.compare_exchange_weak(c, c + n,
-                                            std::memory_order_acq_rel));
+  } while (
+    !s_->count.compare_exchange_weak(c, c + n, std::memory_order_acq_rel));
   std::atomic_thread_fence(std::memory_order_seq_cst);
   detail::wake_sleepers(&s_->wake);
 }
@@ -97,8 +96,8 @@ std::uint32_t semaphore::value() const noexcept {
 }
 
 event::event()
-  : seg_(std::make_shared<detail::segment>(
-    detail::segment::create(4096, "pactor-event"))) {
+    : seg_(std::make_shared<detail::segment>(
+      detail::segment::create(4096, "pactor-event"))) {
   s_ = new (seg_->data()) detail::event_state{};
   s_->magic = detail::event_magic;
 }

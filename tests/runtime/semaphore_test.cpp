@@ -1,11 +1,10 @@
 // Tests for pactor::semaphore and pactor::event.
 
-#include "hygiene.hpp"
-#include "methods.hpp"
-
 #include <pactor/runtime/process.hpp>
 #include <pactor/runtime/semaphore.hpp>
 
+#include "hygiene.hpp"
+#include "methods.hpp"
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 
