@@ -9,7 +9,10 @@
 #include <bit>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -73,6 +76,8 @@ struct ring_header {
   std::uint32_t reserved;
   std::uint64_t capacity;
   std::uint64_t max_count;
+  std::uint32_t data_offset; // header bytes before the data area
+  std::uint32_t is_joinable;
   std::atomic<std::uint32_t> closed;
 
   alignas(64) pthread_mutex_t put_mu;
@@ -91,6 +96,78 @@ struct ring_header {
 static_assert(sizeof(ring_header) <= header_bytes);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
+constexpr int consumer_slots = 128;
+constexpr std::uint64_t pending_bit = 1;
+
+// One consumer process's accounting in a joinable ring. `gets` is stored as
+// gets << 1 | pending: a get sets pending (with the head words before and
+// after it) before its head commit, and stores gets + 1 without pending after
+// it, so the next get_mu holder can repair a get cut short by a kill.
+struct alignas(64) consumer_slot_t {
+  std::atomic<std::int32_t> pid;
+  std::atomic<std::uint64_t> start_time; // of pid, against pid reuse
+  std::atomic<std::uint64_t> gets_word;
+  std::atomic<std::uint64_t> dones;
+  std::uint64_t pending_old; // head word before the pending get
+  std::uint64_t pending_new; // head word after it
+};
+
+struct joinable_section {
+  pthread_mutex_t reg_mu;             // slot retirement and join's sums
+  std::atomic<std::uint64_t> retired; // gets of retired slots
+  std::atomic<std::uint64_t> lost;    // tasks lost to dead consumers
+  std::atomic<std::int32_t> last_lost_pid;
+  alignas(64) std::atomic<std::uint32_t> join_wake;
+  consumer_slot_t slots[consumer_slots];
+};
+
+namespace {
+
+constexpr std::size_t joinable_bytes
+  = (sizeof(joinable_section) + 4095) / 4096 * 4096;
+
+// Field 22 of /proc/PID/stat (start time in clock ticks), 0 if unreadable.
+std::uint64_t proc_start_time(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  unique_fd fd(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd)
+    return 0;
+  char buf[1024];
+  auto n = ::read(fd.get(), buf, sizeof buf - 1);
+  if (n <= 0)
+    return 0;
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');
+  if (p == nullptr)
+    return 0;
+  int field = 2;
+  for (; *p != '\0' && field < 22; ++p)
+    if (*p == ' ')
+      ++field;
+  return std::strtoull(p, nullptr, 10);
+}
+
+std::uint64_t my_start_time() {
+  static std::atomic<pid_t> for_pid{0};
+  static std::atomic<std::uint64_t> value{0};
+  auto me = cached_pid();
+  if (for_pid.load() != me) {
+    value.store(proc_start_time(me));
+    for_pid.store(me);
+  }
+  return value.load();
+}
+
+bool process_is_gone(std::int32_t pid, std::uint64_t start_time) {
+  if (::kill(pid, 0) != 0 && errno == ESRCH)
+    return true;
+  auto now = proc_start_time(pid);
+  return now != 0 && start_time != 0 && now != start_time;
+}
+
+} // namespace
+
 ring ring::create(const ring_options& opts) {
   auto cap = std::bit_ceil(std::max<std::size_t>(opts.capacity, 4096));
   if (cap > (std::size_t{1} << 30))
@@ -98,18 +175,26 @@ ring ring::create(const ring_options& opts) {
   if (opts.max_count >= (std::size_t{1} << 28))
     throw std::invalid_argument("pactor: queue max count over 2^28");
   ring r;
-  r.seg_ = std::make_shared<segment>(
-    segment::create(header_bytes + cap, "pactor-queue"));
+  auto offset = header_bytes + (opts.joinable ? joinable_bytes : 0);
+  r.seg_
+    = std::make_shared<segment>(segment::create(offset + cap, "pactor-queue"));
   auto* h = new (r.seg_->data()) ring_header{};
   h->version = ring_version;
   h->capacity = cap;
   h->max_count = opts.max_count;
+  h->data_offset = static_cast<std::uint32_t>(offset);
+  h->is_joinable = opts.joinable ? 1 : 0;
   robust_mutex_init(&h->put_mu);
   robust_mutex_init(&h->get_mu);
+  if (opts.joinable) {
+    auto* j = new (static_cast<std::byte*>(r.seg_->data()) + header_bytes)
+      joinable_section{};
+    robust_mutex_init(&j->reg_mu);
+  }
   std::atomic_thread_fence(std::memory_order_release);
   h->magic = ring_magic;
   r.h_ = h;
-  r.data_ = static_cast<std::byte*>(r.seg_->data()) + header_bytes;
+  r.data_ = static_cast<std::byte*>(r.seg_->data()) + offset;
   return r;
 }
 
@@ -121,11 +206,13 @@ ring ring::attach(int fd) {
                                 + " is not a pactor queue (too small)");
   auto* h = static_cast<ring_header*>(r.seg_->data());
   if (h->magic != ring_magic || h->version != ring_version
-      || h->capacity + header_bytes != r.seg_->size())
+      || h->data_offset < header_bytes
+      || h->capacity + h->data_offset != r.seg_->size())
     throw std::invalid_argument("pactor: fd " + std::to_string(fd)
                                 + " is not a pactor queue of this version");
   r.h_ = h;
-  r.data_ = static_cast<std::byte*>(r.seg_->data()) + header_bytes;
+  r.data_ = static_cast<std::byte*>(r.seg_->data()) + h->data_offset;
+  r.lost_seen_ = r.lost_tasks(); // a new handle reports only new losses
   return r;
 }
 
@@ -329,10 +416,15 @@ ring_status ring::put(std::size_t size, fn_ref<void(std::byte*)> write,
 ring_status ring::get(fn_ref<void(std::span<const std::byte>)> read,
                       wait_limit limit) {
   const auto cap = h_->capacity;
+  consumer_slot_t* slot
+    = h_->is_joinable != 0 ? &joinable()->slots[consumer_slot()] : nullptr;
   for (;;) {
-    if (!robust_mutex_lock(&h_->get_mu, limit))
+    bool owner_died = false;
+    if (!robust_mutex_lock(&h_->get_mu, limit, 100, &owner_died))
       return ring_status::timeout;
     robust_guard guard(&h_->get_mu);
+    if (owner_died)
+      repair_pending();
     PACTOR_CRASH_POINT(crash_get_locked);
     auto h = h_->head.load(std::memory_order_relaxed);
     const auto h0 = h;
@@ -351,18 +443,34 @@ ring_status ring::get(fn_ref<void(std::span<const std::byte>)> read,
         continue;
       }
       auto next = make_word(pos_of(h) + record_bytes(size), seq_of(h) + 1);
+      std::uint64_t gets = 0;
+      if (slot != nullptr) { // joinable: announce the get before its commit
+        gets = slot->gets_word.load(std::memory_order_relaxed) >> 1;
+        slot->pending_old = h;
+        slot->pending_new = next;
+        slot->gets_word.store((gets << 1) | pending_bit,
+                              std::memory_order_release);
+      }
       try {
         read({data_ + idx + sizeof(record_header), size});
       } catch (...) {
         h_->head.store(next, std::memory_order_release); // consumed anyway
+        if (slot != nullptr) { // nobody can work on it: it counts as done
+          slot->gets_word.store((gets + 1) << 1, std::memory_order_release);
+          slot->dones.fetch_add(1, std::memory_order_acq_rel);
+        }
         guard.unlock();
         std::atomic_thread_fence(std::memory_order_seq_cst);
         wake_sleepers(&h_->not_full);
+        if (slot != nullptr)
+          wake_sleepers(&joinable()->join_wake);
         throw;
       }
       PACTOR_CRASH_POINT(crash_get_before_commit);
       h_->head.store(next, std::memory_order_release);
       PACTOR_CRASH_POINT(crash_get_after_commit);
+      if (slot != nullptr)
+        slot->gets_word.store((gets + 1) << 1, std::memory_order_release);
       guard.unlock();
       std::atomic_thread_fence(std::memory_order_seq_cst);
       wake_sleepers(&h_->not_full);
@@ -377,6 +485,176 @@ ring_status ring::get(fn_ref<void(std::span<const std::byte>)> read,
       return ring_status::closed;
     if (!wait_for_change(h_->tail, t, h_->not_empty, limit))
       return ring_status::timeout;
+  }
+}
+
+// --- joinable rings ------------------------------------------------------
+
+joinable_section* ring::joinable() const noexcept {
+  return reinterpret_cast<joinable_section*>(reinterpret_cast<std::byte*>(h_)
+                                             + header_bytes);
+}
+
+// Called by a get_mu holder that took the mutex over from a dead owner: a
+// get it cut short either committed (head == pending_new) or did not.
+void ring::repair_pending() noexcept {
+  if (h_->is_joinable == 0)
+    return;
+  auto head = h_->head.load(std::memory_order_acquire);
+  for (auto& sl : joinable()->slots) {
+    auto w = sl.gets_word.load(std::memory_order_acquire);
+    if ((w & pending_bit) == 0)
+      continue;
+    auto gets = w >> 1;
+    sl.gets_word.store((head == sl.pending_new ? gets + 1 : gets) << 1,
+                       std::memory_order_release);
+  }
+}
+
+int ring::consumer_slot() {
+  auto me = static_cast<std::int32_t>(cached_pid());
+  if (slot_ >= 0 && slot_pid_ == me)
+    return slot_;
+  auto* j = joinable();
+  auto start = my_start_time();
+  for (int i = 0; i < consumer_slots; ++i)
+    if (j->slots[i].pid.load() == me
+        && j->slots[i].start_time.load() == start) {
+      slot_ = i;
+      slot_pid_ = me;
+      return i;
+    }
+  for (int pass = 0; pass < 2; ++pass) {
+    for (int i = 0; i < consumer_slots; ++i) {
+      std::int32_t expected = 0;
+      if (j->slots[i].pid.compare_exchange_strong(expected, me)) {
+        j->slots[i].start_time.store(start);
+        slot_ = i;
+        slot_pid_ = me;
+        return i;
+      }
+    }
+    int pid = 0;
+    std::uint64_t count = 0;
+    retire_dead(pid, count); // frees the slots of dead consumers
+  }
+  throw std::runtime_error("pactor::joinable_queue: more than "
+                           + std::to_string(consumer_slots)
+                           + " live consumer processes");
+}
+
+// Retires the slots of consumer processes that are gone: their unfinished
+// tasks are lost (counted in `lost` and as done). Holds reg_mu.
+void ring::retire_dead(int& lost_pid, std::uint64_t& lost_count) {
+  auto* j = joinable();
+  auto forever = wait_limit::forever();
+  robust_mutex_lock(&j->reg_mu, forever);
+  robust_guard reg(&j->reg_mu);
+  bool retired_any = false;
+  for (auto& sl : j->slots) {
+    auto pid = sl.pid.load(std::memory_order_acquire);
+    if (pid == 0 || !process_is_gone(pid, sl.start_time.load()))
+      continue;
+    if ((sl.gets_word.load() & pending_bit) != 0) {
+      // It died inside a get: taking get_mu over repairs the slot.
+      bool died = false;
+      auto limit = wait_limit::forever();
+      robust_mutex_lock(&h_->get_mu, limit, 100, &died);
+      if (died)
+        repair_pending();
+      robust_mutex_unlock(&h_->get_mu);
+    }
+    auto gets = sl.gets_word.load() >> 1;
+    auto dones = sl.dones.load();
+    auto lost = gets > dones ? gets - dones : 0;
+    j->retired.fetch_add(gets);
+    if (lost > 0) {
+      j->lost.fetch_add(lost);
+      j->last_lost_pid.store(pid);
+      lost_pid = pid;
+      lost_count += lost;
+    }
+    sl.gets_word.store(0);
+    sl.dones.store(0);
+    sl.start_time.store(0);
+    sl.pid.store(0, std::memory_order_release);
+    retired_any = true;
+  }
+  reg.unlock();
+  if (retired_any) {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    wake_sleepers(&j->join_wake);
+  }
+}
+
+// Puts (the tail's sequence) minus tasks done or lost. Holds reg_mu.
+std::uint64_t ring::unfinished_locked() const noexcept {
+  auto* j = joinable();
+  std::uint64_t done = j->retired.load();
+  for (auto& sl : j->slots)
+    done += sl.dones.load();
+  auto puts = seq_of(h_->tail.load(std::memory_order_acquire));
+  return (puts - done) & seq_mask;
+}
+
+void ring::task_done() {
+  if (h_->is_joinable == 0)
+    throw std::logic_error("pactor: task_done on a queue that is not joinable");
+  auto& sl = joinable()->slots[consumer_slot()];
+  auto dones = sl.dones.load();
+  for (;;) {
+    auto gets = sl.gets_word.load() >> 1;
+    if (dones >= gets)
+      throw std::logic_error("pactor::joinable_queue::task_done: called more "
+                             "times than this process got items");
+    if (sl.dones.compare_exchange_weak(dones, dones + 1))
+      break;
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  wake_sleepers(&joinable()->join_wake);
+}
+
+bool ring::is_joinable() const noexcept {
+  return h_->is_joinable != 0;
+}
+
+std::uint64_t ring::lost_tasks() const noexcept {
+  return h_->is_joinable != 0 ? joinable()->lost.load() : 0;
+}
+
+bool ring::join(wait_limit limit) {
+  if (h_->is_joinable == 0)
+    throw std::logic_error("pactor: join on a queue that is not joinable");
+  auto* j = joinable();
+  auto unfinished = [&] {
+    auto forever = wait_limit::forever();
+    robust_mutex_lock(&j->reg_mu, forever);
+    auto u = unfinished_locked();
+    robust_mutex_unlock(&j->reg_mu);
+    return u;
+  };
+  for (;;) {
+    int pid = 0;
+    std::uint64_t count = 0;
+    retire_dead(pid, count);
+    auto lost_now = j->lost.load();
+    if (lost_now > lost_seen_) {
+      auto delta = lost_now - lost_seen_;
+      lost_seen_ = lost_now;
+      throw tasks_lost(j->last_lost_pid.load(), delta);
+    }
+    if (unfinished() == 0)
+      return true;
+    if (limit.none_allowed())
+      return false;
+    auto expect = announce_sleeper(&j->join_wake);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (unfinished() == 0)
+      return true;
+    // Wake at least every 50 ms to look for consumers that died.
+    if (!futex_wait(&j->join_wake, expect, limit.deadline(),
+                    std::chrono::milliseconds(50)))
+      return unfinished() == 0;
   }
 }
 

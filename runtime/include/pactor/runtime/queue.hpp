@@ -155,10 +155,15 @@ public:
     return ring_.fd();
   }
 
-private:
+protected:
   explicit queue(detail::ring r) : ring_(std::move(r)) {
   }
+  queue(std::size_t maxsize, const queue_options& opts, bool joinable)
+      : ring_(detail::ring::create({opts.capacity_bytes, maxsize, joinable})) {
+    ring_.spin(opts.spin);
+  }
 
+private:
   void put_until(const T& value, detail::wait_limit limit) {
     auto size = packed_size(value);
     auto write = [&](std::byte* dst) { pack_into(value, {dst, size}); };
@@ -190,7 +195,68 @@ private:
     return out;
   }
 
+protected:
   detail::ring ring_;
+};
+
+/// Thrown by joinable_queue::join when consumer processes died holding tasks
+/// they had taken but not marked done (Python's JoinableQueue would hang).
+using tasks_lost = detail::tasks_lost;
+
+/// A queue whose consumers mark each task done, so that a producer can wait
+/// for all of them (Python's JoinableQueue). Death-aware: when a consumer
+/// process dies holding unfinished tasks, join() throws tasks_lost (once)
+/// instead of hanging forever, and counts those tasks as done.
+///
+/// Example:
+///
+///     pactor::joinable_queue<job> jobs;
+///     // workers: auto j = jobs.get(); work(j); jobs.task_done();
+///     for (auto& j : batch) jobs.put(j);
+///     jobs.join();                     // every job done (or tasks_lost)
+template <class T>
+class joinable_queue : public queue<T> {
+public:
+  explicit joinable_queue(std::size_t maxsize = 0, queue_options opts = {})
+      : queue<T>(maxsize, opts, true) {
+  }
+
+  /// Maps the joinable queue behind `fd`; std::invalid_argument if the queue
+  /// there is not joinable.
+  static joinable_queue attach(int fd) {
+    auto r = detail::ring::attach(fd);
+    if (!r.is_joinable())
+      throw std::invalid_argument("pactor::joinable_queue::attach: the queue "
+                                  "is not joinable");
+    return joinable_queue(std::move(r));
+  }
+
+  /// Marks one task this process got as done. Throws std::logic_error if
+  /// this process has no unfinished task (Python's ValueError).
+  void task_done() {
+    this->ring_.task_done();
+  }
+
+  /// Waits until every task put has been marked done.
+  void join() {
+    this->ring_.join(detail::wait_limit::forever());
+  }
+
+  /// Waits at most `timeout`; returns whether every task was done.
+  template <class Rep, class Period>
+  bool join(std::chrono::duration<Rep, Period> timeout) {
+    return this->ring_.join(detail::wait_limit::after(
+      std::chrono::ceil<std::chrono::nanoseconds>(timeout)));
+  }
+
+  /// Returns how many tasks were lost to dead consumers so far.
+  [[nodiscard]] std::uint64_t lost_tasks() const noexcept {
+    return this->ring_.lost_tasks();
+  }
+
+private:
+  explicit joinable_queue(detail::ring r) : queue<T>(std::move(r)) {
+  }
 };
 
 } // namespace pactor

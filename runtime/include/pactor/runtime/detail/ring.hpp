@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <stdexcept>
+#include <string>
 #include <utility>
 
 namespace pactor::detail {
@@ -45,6 +47,33 @@ struct ring_options {
   std::size_t capacity = std::size_t{1} << 20;
   /// Most records at once; 0 = bounded by bytes only.
   std::size_t max_count = 0;
+  /// Track gets and task_done per consumer process (joinable_queue).
+  bool joinable = false;
+};
+
+/// Thrown by join() when consumer processes died holding tasks they had
+/// taken and not marked done: those tasks are lost (counted as done, so that
+/// later joins can finish).
+class tasks_lost : public std::runtime_error {
+public:
+  tasks_lost(int pid, std::uint64_t count)
+      : std::runtime_error("pactor::tasks_lost: process " + std::to_string(pid)
+                           + " died holding " + std::to_string(count)
+                           + " unfinished task(s)"),
+        pid_(pid), count_(count) {
+  }
+  /// Returns the dead process's pid (the first one found).
+  [[nodiscard]] int pid() const noexcept {
+    return pid_;
+  }
+  /// Returns how many tasks were lost in this call.
+  [[nodiscard]] std::uint64_t count() const noexcept {
+    return count_;
+  }
+
+private:
+  int pid_;
+  std::uint64_t count_;
 };
 
 /// Crash points in the ring (for torture tests).
@@ -91,12 +120,24 @@ public:
   void close() noexcept;
   [[nodiscard]] bool closed() const noexcept;
 
+  /// joinable only: marks one task taken by this process as done. Throws
+  /// std::logic_error if this process has no unfinished task.
+  void task_done();
+  /// joinable only: waits until every task put was marked done; returns
+  /// false on timeout; throws tasks_lost when it finds consumers that died
+  /// holding tasks.
+  bool join(wait_limit limit);
+  /// joinable only: tasks lost to dead consumers so far.
+  [[nodiscard]] std::uint64_t lost_tasks() const noexcept;
+
   /// Sets how long a waiting get or put spins before sleeping (0 = never).
   void spin(std::chrono::nanoseconds limit) noexcept;
 
   [[nodiscard]] int fd() const noexcept {
     return seg_->fd();
   }
+  /// Returns whether the ring tracks tasks (joinable_queue).
+  [[nodiscard]] bool is_joinable() const noexcept;
 
   /// Returns whether a get would find a record now (no lock taken).
   [[nodiscard]] bool readable() const noexcept;
@@ -110,6 +151,11 @@ public:
 
 private:
   ring() = default;
+  struct joinable_section* joinable() const noexcept;
+  int consumer_slot();
+  void repair_pending() noexcept;
+  std::uint64_t unfinished_locked() const noexcept;
+  void retire_dead(int& lost_pid, std::uint64_t& lost_count);
   bool wait_for_change(std::atomic<std::uint64_t>& word, std::uint64_t seen,
                        std::atomic<std::uint32_t>& futex_word,
                        wait_limit& limit);
@@ -120,6 +166,9 @@ private:
   std::int64_t spin_max_ns_ = 50000;
   std::int64_t spin_ns_ = 50000; // adaptive, per process and handle
   unsigned liveness_checks_ = 0;
+  int slot_ = -1;               // this process's consumer slot (joinable)
+  pid_t slot_pid_ = 0;          // the pid that claimed slot_ (fork changes it)
+  std::uint64_t lost_seen_ = 0; // lost tasks this handle has reported
 };
 
 } // namespace pactor::detail
