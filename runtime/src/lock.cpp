@@ -77,7 +77,7 @@ void shared_mutex_handle::release() {
   // Only the holder may release. glibc keeps the holder's thread id in the
   // mutex's public __data.__owner; checking it here, rather than relying on
   // unlock's EPERM, keeps a wrong release from touching the mutex at all.
-  if (__atomic_load_n(&m_->__data.__owner, __ATOMIC_RELAXED) != ::gettid())
+  if (!held_by_caller())
     throw std::logic_error(
       "pactor::mutex::release: the caller does not hold the mutex");
   int rc = ::pthread_mutex_unlock(m_);
@@ -86,6 +86,10 @@ void shared_mutex_handle::release() {
       "pactor::mutex::release: the caller does not hold the mutex");
   if (rc != 0)
     throw_errno(rc, "pthread_mutex_unlock");
+}
+
+bool shared_mutex_handle::held_by_caller() const noexcept {
+  return __atomic_load_n(&m_->__data.__owner, __ATOMIC_RELAXED) == ::gettid();
 }
 
 bool shared_mutex_handle::previous_owner_died() const noexcept {

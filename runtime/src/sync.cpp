@@ -42,8 +42,12 @@ bool futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
 }
 
 void futex_wake_all(std::atomic<std::uint32_t>* word) noexcept {
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE,
-            INT_MAX, nullptr, nullptr, 0);
+  futex_wake(word, INT_MAX);
+}
+
+void futex_wake(std::atomic<std::uint32_t>* word, int n) noexcept {
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, n,
+            nullptr, nullptr, 0);
 }
 
 std::uint32_t announce_sleeper(std::atomic<std::uint32_t>* word) noexcept {

@@ -1,12 +1,11 @@
 // Tests for pactor::joinable_queue: task_done/join, across processes, and
 // what join does when a consumer dies holding tasks.
 
-#include "hygiene.hpp"
-#include "methods.hpp"
-
 #include <pactor/runtime/process.hpp>
 #include <pactor/runtime/queue.hpp>
 
+#include "hygiene.hpp"
+#include "methods.hpp"
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 
@@ -35,8 +34,8 @@ void worker(pactor::joinable_queue<int> q) {
 
 // Takes two tasks, marks one done, tells the parent, then hangs.
 void take_two_finish_one(pactor::joinable_queue<int> q, int ready_fd) {
-  (void) q.get(10s);
-  (void) q.get(10s);
+  (void)q.get(10s);
+  (void)q.get(10s);
   q.task_done();
   char c = 'r';
   [[maybe_unused]] auto n = ::write(ready_fd, &c, 1);
@@ -46,7 +45,7 @@ void take_two_finish_one(pactor::joinable_queue<int> q, int ready_fd) {
 
 void get_at_crash_point(pactor::joinable_queue<int> q, int point) {
   pactor::detail::crash_point_arm(point, 1);
-  (void) q.get(10s);
+  (void)q.get(10s);
 }
 
 } // namespace
@@ -72,7 +71,7 @@ BOOST_AUTO_TEST_CASE(task_done_more_often_than_gets_is_an_error) {
   pactor::joinable_queue<int> q;
   BOOST_CHECK_THROW(q.task_done(), std::logic_error);
   q.put(1);
-  (void) q.get();
+  (void)q.get();
   q.task_done();
   BOOST_CHECK_THROW(q.task_done(), std::logic_error);
 }
@@ -111,7 +110,7 @@ BOOST_DATA_TEST_CASE(a_consumer_that_dies_holding_a_task_breaks_join_once,
   p.kill();
   BOOST_REQUIRE(p.join(10s));
   try {
-    (void) q.join(10s);
+    (void)q.join(10s);
     BOOST_ERROR("join did not report the lost task");
   } catch (const pactor::tasks_lost& e) {
     BOOST_CHECK_EQUAL(e.count(), 1U);
@@ -141,7 +140,7 @@ BOOST_DATA_TEST_CASE(a_get_cut_short_before_its_commit_loses_no_task,
   } else {
     // Killed after the head commit: the dead process had taken it.
     BOOST_CHECK(q.empty());
-    BOOST_CHECK_THROW((void) q.join(10s), pactor::tasks_lost);
+    BOOST_CHECK_THROW((void)q.join(10s), pactor::tasks_lost);
     BOOST_CHECK(q.join(1s));
     BOOST_CHECK_EQUAL(q.lost_tasks(), 1U);
   }

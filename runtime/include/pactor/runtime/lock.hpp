@@ -36,6 +36,8 @@ public:
   lock_status acquire(wait_limit limit);
   void release();
   [[nodiscard]] bool previous_owner_died() const noexcept;
+  /// Returns whether the calling thread holds the mutex.
+  [[nodiscard]] bool held_by_caller() const noexcept;
   [[nodiscard]] int fd() const noexcept {
     return seg_->fd();
   }

@@ -2,6 +2,7 @@
 
 #pragma once
 
+#include <pactor/runtime/condition.hpp>
 #include <pactor/runtime/init.hpp>
 #include <pactor/runtime/lock.hpp>
 #include <pactor/runtime/pipe.hpp>

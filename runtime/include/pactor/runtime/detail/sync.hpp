@@ -75,6 +75,9 @@ bool futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
 /// Wakes every waiter on a process-shared futex.
 void futex_wake_all(std::atomic<std::uint32_t>* word) noexcept;
 
+/// Wakes up to `n` waiters on a process-shared futex.
+void futex_wake(std::atomic<std::uint32_t>* word, int n) noexcept;
+
 /// A futex word whose bit 31 says "someone sleeps": wakers pay a system call
 /// only then. See docs/design/queue.md for the protocol.
 inline constexpr std::uint32_t sleepers_bit = 0x80000000U;
