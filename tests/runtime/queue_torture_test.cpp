@@ -34,7 +34,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr int max_instances = 4096;
+constexpr int max_instances = 1 << 17; // producer instances (long runs)
 constexpr int max_log = 1 << 23;
 // Producers stop once this many messages were received (bounds memory).
 constexpr std::uint64_t message_budget = max_log / 2;
