@@ -269,7 +269,9 @@ std::pair<double, double> pipe_pingpong_us(bool quick) {
   static std::optional<std::pair<double, double>> result;
   if (result)
     return *result;
-  auto [here, there] = pactor::pipe<std::int64_t>();
+  auto ends = pactor::pipe<std::int64_t>();
+  auto& here = ends.first; // plain names: lambdas below capture them
+  auto& there = ends.second;
   pactor::process p(pactor::with_fork, pipe_echo, there);
   p.start();
   there.close();

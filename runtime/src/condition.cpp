@@ -1,8 +1,8 @@
 // Condition variables and barriers shared between processes.
 
-#include "internal.hpp"
-
 #include <pactor/runtime/condition.hpp>
+
+#include "internal.hpp"
 
 #include <cerrno>
 #include <csignal>
@@ -78,15 +78,15 @@ struct barrier_state {
 // --- condition ------------------------------------------------------------
 
 condition::condition(mutex m)
-  : seg_(std::make_shared<detail::segment>(
-    detail::segment::create(4096, "pactor-condition"))),
-    m_(std::move(m)) {
+    : seg_(std::make_shared<detail::segment>(
+      detail::segment::create(4096, "pactor-condition"))),
+      m_(std::move(m)) {
   s_ = new (seg_->data()) detail::condition_state{};
   s_->magic = detail::condition_magic;
 }
 
 condition::condition(std::shared_ptr<detail::segment> seg, mutex m)
-  : seg_(std::move(seg)), m_(std::move(m)) {
+    : seg_(std::move(seg)), m_(std::move(m)) {
   s_ = static_cast<detail::condition_state*>(seg_->data());
   if (seg_->size() < sizeof(detail::condition_state)
       || s_->magic != detail::condition_magic)
@@ -172,9 +172,9 @@ bool break_round(detail::barrier_state* s, std::uint32_t round) noexcept {
 } // namespace
 
 barrier::barrier(std::uint32_t parties, std::function<void()> action)
-  : seg_(std::make_shared<detail::segment>(
-    detail::segment::create(8192, "pactor-barrier"))),
-    action_(std::move(action)) {
+    : seg_(std::make_shared<detail::segment>(
+      detail::segment::create(8192, "pactor-barrier"))),
+      action_(std::move(action)) {
   if (parties == 0 || parties > count_mask)
     throw std::invalid_argument("pactor::barrier: parties must be 1..65535");
   s_ = new (seg_->data()) detail::barrier_state{};
@@ -205,8 +205,8 @@ std::uint32_t barrier::wait_until(detail::wait_limit limit) {
   for (int pass = 0; mine == nullptr && pass < 2; ++pass)
     for (auto& sl : s_->slots) {
       auto pid = sl.pid.load();
-      bool free_slot = pid == 0
-                       || (pass == 1 && detail::gone(pid, sl.start.load()));
+      bool free_slot
+        = pid == 0 || (pass == 1 && detail::gone(pid, sl.start.load()));
       if (free_slot && sl.pid.compare_exchange_strong(pid, me)) {
         sl.start.store(start);
         mine = &sl;

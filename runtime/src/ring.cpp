@@ -273,12 +273,14 @@ static bool spin_phase(ring_header* h, std::int64_t& spin_ns,
   int slot = -1;
   for (int i = 0; i < spinner_limit() && slot < 0; ++i) {
     std::int32_t expected = 0;
-    if (h->spinners[i].compare_exchange_strong(expected, me))
+    bool free_slot = h->spinners[i].compare_exchange_strong(expected, me);
+    // A dead spinner's slot is reclaimed (its liveness checked now and then).
+    bool dead_owner = !free_slot && expected != me
+                      && (++liveness_checks & 63) == 0
+                      && ::kill(expected, 0) != 0 && errno == ESRCH
+                      && h->spinners[i].compare_exchange_strong(expected, me);
+    if (free_slot || dead_owner)
       slot = i;
-    else if (expected != me && (++liveness_checks & 63) == 0
-             && ::kill(expected, 0) != 0 && errno == ESRCH
-             && h->spinners[i].compare_exchange_strong(expected, me))
-      slot = i; // a dead spinner's slot (checked now and then)
   }
   if (slot < 0)
     return false;

@@ -1,12 +1,11 @@
 // Tests for pactor::condition and pactor::barrier.
 
-#include "hygiene.hpp"
-#include "methods.hpp"
-
 #include <pactor/runtime/condition.hpp>
 #include <pactor/runtime/process.hpp>
 #include <pactor/runtime/value.hpp>
 
+#include "hygiene.hpp"
+#include "methods.hpp"
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 
@@ -23,7 +22,8 @@ using pactor_test::make;
 namespace {
 
 // Sets the flag under the mutex, then notifies.
-void set_and_notify(pactor::mutex m, int cond_fd, pactor::value<int> flag) {
+void set_and_notify(pactor::mutex m, int cond_fd,
+                    const pactor::value<int>& flag) {
   auto c = pactor::condition::attach(cond_fd, m);
   std::lock_guard g(m);
   flag.raw() = 1;
@@ -32,7 +32,7 @@ void set_and_notify(pactor::mutex m, int cond_fd, pactor::value<int> flag) {
 
 int wait_at_barrier(pactor::barrier b) {
   try {
-    (void) b.wait(10s);
+    (void)b.wait(10s);
     return 0;
   } catch (const pactor::broken_barrier&) {
     return 2;
@@ -40,7 +40,7 @@ int wait_at_barrier(pactor::barrier b) {
 }
 
 void arrive_once_then_hang(pactor::barrier b) {
-  (void) b.wait(10s); // registers, completes round 0 with the parent
+  (void)b.wait(10s); // registers, completes round 0 with the parent
   for (;;)
     ::pause();
 }
@@ -96,9 +96,9 @@ BOOST_DATA_TEST_CASE(a_barrier_releases_every_party_together,
 
 BOOST_AUTO_TEST_CASE(a_timeout_breaks_the_barrier_for_everyone) {
   pactor::barrier b(2);
-  BOOST_CHECK_THROW((void) b.wait(20ms), pactor::broken_barrier);
+  BOOST_CHECK_THROW((void)b.wait(20ms), pactor::broken_barrier);
   BOOST_CHECK(b.broken());
-  BOOST_CHECK_THROW((void) b.wait(1s), pactor::broken_barrier);
+  BOOST_CHECK_THROW((void)b.wait(1s), pactor::broken_barrier);
   b.reset();
   BOOST_CHECK(!b.broken());
 }
@@ -133,12 +133,12 @@ BOOST_AUTO_TEST_CASE(a_registered_party_that_dies_breaks_the_barrier) {
   pactor::barrier b(2);
   pactor::process p(pactor::with_fork, arrive_once_then_hang, b);
   p.start();
-  (void) b.wait(10s); // round 0: both arrive; the child is now registered
+  (void)b.wait(10s); // round 0: both arrive; the child is now registered
   p.kill();
   BOOST_REQUIRE(p.join(10s));
   auto t0 = std::chrono::steady_clock::now();
   try {
-    (void) b.wait(10s);
+    (void)b.wait(10s);
     BOOST_ERROR("the barrier did not break");
   } catch (const pactor::broken_barrier& e) {
     BOOST_CHECK_MESSAGE(std::string(e.what()).find("died") != std::string::npos,

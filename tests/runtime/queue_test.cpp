@@ -107,7 +107,7 @@ BOOST_AUTO_TEST_CASE(records_of_every_size_wrap_around_the_ring_in_order) {
   while (auto s = q.try_get())
     BOOST_REQUIRE_EQUAL(*s, text(next_out++));
   BOOST_CHECK_EQUAL(next_in, next_out);
-  BOOST_CHECK(bytes > 100 * 4096); // over a hundred laps of a 4 KiB ring
+  BOOST_CHECK(bytes > std::size_t{100} * 4096); // over 100 laps of 4 KiB
 }
 
 BOOST_AUTO_TEST_CASE(a_message_larger_than_the_ring_is_a_length_error) {

@@ -27,7 +27,8 @@ struct barrier_state;
 ///
 ///     pactor::mutex m;
 ///     pactor::condition ready(m);
-///     { std::lock_guard g(m); ready.wait_for([&] { return flag.raw(); }, 5s); }
+///     { std::lock_guard g(m); ready.wait_for([&] { return flag.raw(); }, 5s);
+///     }
 class condition {
 public:
   /// Travels to spawn/forkserver children as its fd; the mutex must be passed
