@@ -21,31 +21,6 @@ constexpr std::uint64_t condition_magic = 0x646e6f6372746370ULL; // "pctrcond"
 constexpr std::uint64_t barrier_magic = 0x7262616272746370ULL;   // "pctrbabr"
 constexpr int party_slots = 64;
 
-std::uint64_t start_time_of(pid_t pid) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  unique_fd fd(::open(path, O_RDONLY | O_CLOEXEC));
-  if (!fd)
-    return 0;
-  char buf[1024];
-  auto n = ::read(fd.get(), buf, sizeof buf - 1);
-  if (n <= 0)
-    return 0;
-  buf[n] = '\0';
-  const char* p = std::strrchr(buf, ')');
-  int field = 2;
-  for (; p != nullptr && *p != '\0' && field < 22; ++p)
-    if (*p == ' ')
-      ++field;
-  return p != nullptr ? std::strtoull(p, nullptr, 10) : 0;
-}
-
-bool gone(std::int32_t pid, std::uint64_t start) {
-  if (::kill(pid, 0) != 0 && errno == ESRCH)
-    return true;
-  auto now = start_time_of(pid);
-  return now != 0 && start != 0 && now != start;
-}
 } // namespace
 
 struct condition_state {
@@ -197,7 +172,7 @@ barrier barrier::attach(int fd) {
 std::uint32_t barrier::wait_until(detail::wait_limit limit) {
   auto me = static_cast<std::int32_t>(detail::cached_pid());
   // Register this process as a party (once), so that its death is seen.
-  auto start = detail::start_time_of(me);
+  auto start = detail::process_start_time(me);
   detail::party_slot* mine = nullptr;
   for (auto& sl : s_->slots)
     if (sl.pid.load() == me && sl.start.load() == start)
@@ -206,7 +181,7 @@ std::uint32_t barrier::wait_until(detail::wait_limit limit) {
     for (auto& sl : s_->slots) {
       auto pid = sl.pid.load();
       bool free_slot
-        = pid == 0 || (pass == 1 && detail::gone(pid, sl.start.load()));
+        = pid == 0 || (pass == 1 && detail::process_gone(pid, sl.start.load()));
       if (free_slot && sl.pid.compare_exchange_strong(pid, me)) {
         sl.start.store(start);
         mine = &sl;
@@ -272,7 +247,7 @@ std::uint32_t barrier::wait_until(detail::wait_limit limit) {
     for (auto& sl : s_->slots) {
       auto pid = sl.pid.load();
       if (pid != 0 && pid != me && sl.arrived.load() != round
-          && detail::gone(pid, sl.start.load())) {
+          && detail::process_gone(pid, sl.start.load())) {
         dead = pid;
         break;
       }

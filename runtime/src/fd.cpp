@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <poll.h>
@@ -151,30 +154,46 @@ std::vector<std::byte> read_whole_fd(int fd) {
   return out;
 }
 
-int thread_count() {
-  // Field 20 of /proc/self/stat, counted after the ')' that ends the name.
-  unique_fd fd(::open("/proc/self/stat", O_RDONLY | O_CLOEXEC));
+std::uint64_t proc_stat_field(pid_t pid, int n) {
+  char path[64];
+  if (pid == 0)
+    std::snprintf(path, sizeof path, "/proc/self/stat");
+  else
+    std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  unique_fd fd(::open(path, O_RDONLY | O_CLOEXEC));
   if (!fd)
-    return 1;
+    return 0;
   char buf[1024];
-  auto n = ::read(fd.get(), buf, sizeof buf - 1);
-  if (n <= 0)
-    return 1;
-  buf[n] = '\0';
+  auto got = ::read(fd.get(), buf, sizeof buf - 1);
+  if (got <= 0)
+    return 0;
+  buf[got] = '\0';
+  // Fields after the ')' that ends the name (which may hold spaces) are
+  // 3, 4, ...: skip to field n.
   const char* p = std::strrchr(buf, ')');
   if (p == nullptr)
-    return 1;
-  // After ") " come fields 3, 4, ...: skip to field 20.
+    return 0;
   int field = 2;
-  for (; *p != '\0' && field < 20; ++p)
+  for (; *p != '\0' && field < n; ++p)
     if (*p == ' ')
       ++field;
-  int threads = std::atoi(p);
+  return std::strtoull(p, nullptr, 10);
+}
+
+int thread_count() {
+  auto threads = static_cast<int>(proc_stat_field(0, 20));
 #if defined(__SANITIZE_THREAD__)
   // ThreadSanitizer runs one background thread of its own in every process.
   threads -= 1;
 #endif
   return std::max(1, threads);
+}
+
+bool process_gone(std::int32_t pid, std::uint64_t start_time) {
+  if (::kill(pid, 0) != 0 && errno == ESRCH)
+    return true;
+  auto now = process_start_time(pid);
+  return now != 0 && start_time != 0 && now != start_time;
 }
 
 } // namespace pactor::detail

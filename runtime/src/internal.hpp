@@ -74,8 +74,21 @@ unique_fd make_memfd(const char* name, std::span<const std::byte> bytes);
 /// Reads a whole memfd (or file) from offset 0.
 std::vector<std::byte> read_whole_fd(int fd);
 
+/// Returns field `n` (1-based, as in proc(5)) of /proc/PID/stat as a number,
+/// 0 if it cannot be read. 0 for `pid` means this process.
+std::uint64_t proc_stat_field(pid_t pid, int n);
+
 /// Returns the number of threads in this process.
 int thread_count();
+
+/// Returns the start time of `pid` (clock ticks after boot), 0 if unknown.
+inline std::uint64_t process_start_time(pid_t pid) {
+  return proc_stat_field(pid, 22);
+}
+
+/// Returns whether the process `pid` that started at `start_time` is gone
+/// (dead, or its pid reused by a process that started at another time).
+bool process_gone(std::int32_t pid, std::uint64_t start_time);
 
 /// Process-wide runtime state.
 struct globals_t {

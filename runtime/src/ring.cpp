@@ -126,44 +126,15 @@ namespace {
 constexpr std::size_t joinable_bytes
   = (sizeof(joinable_section) + 4095) / 4096 * 4096;
 
-// Field 22 of /proc/PID/stat (start time in clock ticks), 0 if unreadable.
-std::uint64_t proc_start_time(pid_t pid) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  unique_fd fd(::open(path, O_RDONLY | O_CLOEXEC));
-  if (!fd)
-    return 0;
-  char buf[1024];
-  auto n = ::read(fd.get(), buf, sizeof buf - 1);
-  if (n <= 0)
-    return 0;
-  buf[n] = '\0';
-  const char* p = std::strrchr(buf, ')');
-  if (p == nullptr)
-    return 0;
-  int field = 2;
-  for (; *p != '\0' && field < 22; ++p)
-    if (*p == ' ')
-      ++field;
-  return std::strtoull(p, nullptr, 10);
-}
-
 std::uint64_t my_start_time() {
   static std::atomic<pid_t> for_pid{0};
   static std::atomic<std::uint64_t> value{0};
   auto me = cached_pid();
   if (for_pid.load() != me) {
-    value.store(proc_start_time(me));
+    value.store(process_start_time(me));
     for_pid.store(me);
   }
   return value.load();
-}
-
-bool process_is_gone(std::int32_t pid, std::uint64_t start_time) {
-  if (::kill(pid, 0) != 0 && errno == ESRCH)
-    return true;
-  auto now = proc_start_time(pid);
-  return now != 0 && start_time != 0 && now != start_time;
 }
 
 } // namespace
@@ -555,7 +526,7 @@ void ring::retire_dead(int& lost_pid, std::uint64_t& lost_count) {
   bool retired_any = false;
   for (auto& sl : j->slots) {
     auto pid = sl.pid.load(std::memory_order_acquire);
-    if (pid == 0 || !process_is_gone(pid, sl.start_time.load()))
+    if (pid == 0 || !process_gone(pid, sl.start_time.load()))
       continue;
     if ((sl.gets_word.load() & pending_bit) != 0) {
       // It died inside a get: taking get_mu over repairs the slot.
