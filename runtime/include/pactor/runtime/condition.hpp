@@ -46,14 +46,12 @@ public:
   /// wake-ups return true, as in Python).
   template <class Rep, class Period>
   bool wait(std::chrono::duration<Rep, Period> timeout) {
-    return wait_until(detail::wait_limit::after(
-      std::chrono::ceil<std::chrono::nanoseconds>(timeout)));
+    return wait_until(detail::wait_limit::after(timeout));
   }
   /// Waits until `pred()` holds, at most `timeout`; returns pred().
   template <class Pred, class Rep, class Period>
   bool wait_for(Pred pred, std::chrono::duration<Rep, Period> timeout) {
-    auto limit = detail::wait_limit::after(
-      std::chrono::ceil<std::chrono::nanoseconds>(timeout));
+    auto limit = detail::wait_limit::after(timeout);
     while (!pred()) {
       if (!wait_until(limit))
         return pred();
@@ -115,8 +113,7 @@ public:
   /// As wait(); a timeout breaks the barrier for every party (Python).
   template <class Rep, class Period>
   std::uint32_t wait(std::chrono::duration<Rep, Period> timeout) {
-    return wait_until(detail::wait_limit::after(
-      std::chrono::ceil<std::chrono::nanoseconds>(timeout)));
+    return wait_until(detail::wait_limit::after(timeout));
   }
   /// Breaks the barrier: current and future waiters get broken_barrier.
   void abort() noexcept;

@@ -79,8 +79,7 @@ public:
   /// Waits at most `timeout` for the lock.
   template <class Rep, class Period>
   lock_status acquire(std::chrono::duration<Rep, Period> timeout) {
-    return h_.acquire(detail::wait_limit::after(
-      std::chrono::ceil<std::chrono::nanoseconds>(timeout)));
+    return h_.acquire(detail::wait_limit::after(timeout));
   }
   /// Takes the lock if it is free now.
   lock_status try_acquire() {

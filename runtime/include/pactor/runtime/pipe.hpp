@@ -114,8 +114,7 @@ public:
   /// Receives the next message, waiting at most `timeout` (timeout_error).
   template <class Rep, class Period>
   T recv(std::chrono::duration<Rep, Period> timeout) {
-    auto v = recv_until(detail::wait_limit::after(
-      std::chrono::ceil<std::chrono::nanoseconds>(timeout)));
+    auto v = recv_until(detail::wait_limit::after(timeout));
     if (!v)
       throw timeout_error();
     return std::move(*v);
@@ -130,8 +129,7 @@ public:
   /// then throws eof_error), like Python's poll(timeout).
   template <class Rep, class Period>
   bool poll(std::chrono::duration<Rep, Period> timeout) {
-    return end_.poll(detail::wait_limit::after(
-      std::chrono::ceil<std::chrono::nanoseconds>(timeout)));
+    return end_.poll(detail::wait_limit::after(timeout));
   }
 
   /// Closes this end in this process; the peer sees end of file once every

@@ -92,8 +92,7 @@ public:
   /// Appends `value`, waiting at most `timeout`; throws queue_full.
   template <class Rep, class Period>
   void put(const T& value, std::chrono::duration<Rep, Period> timeout) {
-    put_until(value, detail::wait_limit::after(
-                       std::chrono::ceil<std::chrono::nanoseconds>(timeout)));
+    put_until(value, detail::wait_limit::after(timeout));
   }
 
   /// Appends `value` if there is room now; returns whether it did.
@@ -115,9 +114,7 @@ public:
   /// throws queue_empty.
   template <class Rep, class Period>
   T get(std::chrono::duration<Rep, Period> timeout) {
-    return *get_until(detail::wait_limit::after(
-                        std::chrono::ceil<std::chrono::nanoseconds>(timeout)),
-                      true);
+    return *get_until(detail::wait_limit::after(timeout), true);
   }
 
   /// Removes and returns the oldest message if there is one.
@@ -245,8 +242,7 @@ public:
   /// Waits at most `timeout`; returns whether every task was done.
   template <class Rep, class Period>
   bool join(std::chrono::duration<Rep, Period> timeout) {
-    return this->ring_.join(detail::wait_limit::after(
-      std::chrono::ceil<std::chrono::nanoseconds>(timeout)));
+    return this->ring_.join(detail::wait_limit::after(timeout));
   }
 
   /// Returns how many tasks were lost to dead consumers so far.

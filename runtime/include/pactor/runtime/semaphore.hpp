@@ -39,8 +39,7 @@ public:
   /// Takes one unit, waiting at most `timeout`; returns whether it did.
   template <class Rep, class Period>
   bool acquire(std::chrono::duration<Rep, Period> timeout) {
-    return acquire_until(detail::wait_limit::after(
-      std::chrono::ceil<std::chrono::nanoseconds>(timeout)));
+    return acquire_until(detail::wait_limit::after(timeout));
   }
   /// Takes one unit if there is one now.
   bool try_acquire() {
@@ -95,8 +94,7 @@ public:
   /// Waits at most `timeout`; returns whether the flag is set.
   template <class Rep, class Period>
   bool wait(std::chrono::duration<Rep, Period> timeout) {
-    return wait_until(detail::wait_limit::after(
-      std::chrono::ceil<std::chrono::nanoseconds>(timeout)));
+    return wait_until(detail::wait_limit::after(timeout));
   }
 
   [[nodiscard]] int fd() const noexcept {

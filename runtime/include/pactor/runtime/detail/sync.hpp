@@ -32,8 +32,11 @@ public:
   static wait_limit none() noexcept {
     return wait_limit(kind::none, {});
   }
-  static wait_limit after(std::chrono::nanoseconds timeout) noexcept {
-    return wait_limit(kind::timeout, timeout);
+  /// Any duration; rounded up to whole nanoseconds.
+  template <class Rep, class Period>
+  static wait_limit after(std::chrono::duration<Rep, Period> timeout) noexcept {
+    return wait_limit(kind::timeout,
+                      std::chrono::ceil<std::chrono::nanoseconds>(timeout));
   }
   /// Returns whether the call may not wait at all.
   [[nodiscard]] bool none_allowed() const noexcept {
