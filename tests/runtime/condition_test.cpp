@@ -12,6 +12,7 @@
 #include <chrono>
 #include <csignal>
 #include <mutex>
+#include <thread>
 #include <unistd.h>
 
 namespace bdata = boost::unit_test::data;
@@ -43,6 +44,17 @@ void arrive_once_then_hang(pactor::barrier b) {
   (void)b.wait(10s); // registers, completes round 0 with the parent
   for (;;)
     ::pause();
+}
+
+// Waits (bounded, yielding) until `n` parties wait at the barrier.
+bool wait_for_waiters(const pactor::barrier& b, std::uint32_t n) {
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while (b.n_waiting() < n) {
+    if (std::chrono::steady_clock::now() >= until)
+      return false;
+    std::this_thread::yield();
+  }
+  return true;
 }
 
 } // namespace
@@ -83,14 +95,16 @@ BOOST_DATA_TEST_CASE(a_barrier_releases_every_party_together,
   auto q = make(m, wait_at_barrier, b);
   p.start();
   q.start();
+  // Arrive last, so that the action runs here, where it can be counted.
+  BOOST_REQUIRE(wait_for_waiters(b, 2));
   auto index = b.wait(10s);
-  BOOST_CHECK(index < 3);
+  BOOST_CHECK_EQUAL(index, 0U);
   BOOST_REQUIRE(p.join(10s));
   BOOST_REQUIRE(q.join(10s));
   BOOST_CHECK_EQUAL(p.exitcode().value(), 0);
   BOOST_CHECK_EQUAL(q.exitcode().value(), 0);
-  // The action ran once, in whichever process arrived last.
-  BOOST_CHECK(actions <= 1);
+  // The action ran once, in the process that arrived last.
+  BOOST_CHECK_EQUAL(actions, 1);
   BOOST_CHECK(!b.broken());
 }
 
@@ -107,9 +121,7 @@ BOOST_AUTO_TEST_CASE(abort_breaks_a_waiting_child) {
   pactor::barrier b(2);
   pactor::process p(pactor::with_fork, wait_at_barrier, b);
   p.start();
-  for (auto until = std::chrono::steady_clock::now() + 10s;
-       b.n_waiting() == 0 && std::chrono::steady_clock::now() < until;)
-    ;
+  BOOST_REQUIRE(wait_for_waiters(b, 1));
   b.abort();
   BOOST_REQUIRE(p.join(10s));
   BOOST_CHECK_EQUAL(p.exitcode().value(), 2);
@@ -119,9 +131,7 @@ BOOST_AUTO_TEST_CASE(reset_breaks_a_waiting_child_and_reopens_the_barrier) {
   pactor::barrier b(2);
   pactor::process p(pactor::with_fork, wait_at_barrier, b);
   p.start();
-  for (auto until = std::chrono::steady_clock::now() + 10s;
-       b.n_waiting() == 0 && std::chrono::steady_clock::now() < until;)
-    ;
+  BOOST_REQUIRE(wait_for_waiters(b, 1));
   b.reset();
   BOOST_REQUIRE(p.join(10s));
   BOOST_CHECK_EQUAL(p.exitcode().value(), 2);
