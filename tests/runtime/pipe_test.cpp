@@ -23,7 +23,7 @@ namespace {
 
 void echo(pactor::connection<long> c) {
   for (;;) {
-    auto v = c.recv();
+    auto v = c.recv(10s);
     c.send(v);
     if (v < 0)
       return;
