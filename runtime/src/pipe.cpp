@@ -72,17 +72,20 @@ std::pair<pipe_end, pipe_end> pipe_end::create(bool duplex,
   return {std::move(a), std::move(b)};
 }
 
-pipe_end pipe_end::attach(int index, int sock, int flags, int in, int out) {
+pipe_end pipe_end::attach(std::span<const int, packed_ints> f) {
+  const int index = f[0];
+  const int sock = f[1];
+  const int flags = f[2];
   pipe_end e;
   e.index_ = index;
   e.flags_seg_ = std::make_shared<segment>(segment::attach(flags));
   e.flags_ = static_cast<pipe_flags*>(e.flags_seg_->data());
   if (e.flags_->magic != flags_magic)
     throw std::invalid_argument("pactor: not a pactor pipe");
-  if (in >= 0)
-    e.in_ = ring::attach(in);
-  if (out >= 0)
-    e.out_ = ring::attach(out);
+  if (f[3] >= 0)
+    e.in_ = ring::attach({f[3], f[4], f[5]});
+  if (f[6] >= 0)
+    e.out_ = ring::attach({f[6], f[7], f[8]});
   // Adopt the passed fd itself (not a copy): a close() in this process must
   // really close it, or the peer would never see end of file.
   if (::fcntl(sock, F_SETFD, FD_CLOEXEC) != 0)
@@ -92,12 +95,30 @@ pipe_end pipe_end::attach(int index, int sock, int flags, int in, int out) {
   return e;
 }
 
-void pipe_end::collect_fds(int out[5]) const noexcept {
+void pipe_end::collect_fds(std::span<int, packed_ints> out) const noexcept {
   out[0] = index_;
   out[1] = sock_ ? *sock_ : -1;
   out[2] = flags_seg_ ? flags_seg_->fd() : -1;
-  out[3] = in_ ? in_->fd() : -1;
-  out[4] = out_ ? out_->fd() : -1;
+  ring_fds none{-1, -1, -1};
+  auto in = in_ ? in_->fds() : none;
+  auto o = out_ ? out_->fds() : none;
+  std::copy(in.begin(), in.end(), out.begin() + 3);
+  std::copy(o.begin(), o.end(), out.begin() + 6);
+}
+
+void pipe_end::arm_reader() const noexcept {
+  flags_->waiting[1 - index_][0].store(1, std::memory_order_seq_cst);
+}
+
+bool pipe_end::drain_wakes() const noexcept {
+  char buf[64];
+  for (;;) {
+    auto got = ::recv(*sock_, buf, sizeof buf, MSG_DONTWAIT);
+    if (got == 0)
+      return false;
+    if (got < 0)
+      return true;
+  }
 }
 
 void pipe_end::check_open() const {

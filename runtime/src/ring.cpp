@@ -13,8 +13,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdexcept>
 #include <string>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
 
@@ -23,7 +27,7 @@ namespace pactor::detail {
 namespace {
 
 constexpr std::uint64_t ring_magic = 0x676e6972726f7470ULL; // "ptorring"
-constexpr std::uint32_t ring_version = 1;
+constexpr std::uint32_t ring_version = 2;
 constexpr std::size_t header_bytes = 4096;
 constexpr int max_spinner_slots = 8;
 
@@ -44,6 +48,14 @@ constexpr std::uint64_t make_word(std::uint64_t pos, std::uint64_t seq) {
 
 constexpr std::uint32_t kind_message = 1;
 constexpr std::uint32_t kind_padding = 2;
+constexpr std::uint32_t kind_side = 3; // payload: side_ref; bytes in a memfd
+constexpr std::uint32_t sleepers = 0x80000000U;
+
+// The ring record of a side block, and the datagram that carries its memfd.
+struct side_ref {
+  std::uint64_t id;
+  std::uint64_t size;
+};
 
 struct record_header {
   std::uint32_t size;
@@ -92,6 +104,16 @@ struct ring_header {
   alignas(64) std::atomic<std::uint32_t> not_empty;
   alignas(64) std::atomic<std::uint32_t> not_full;
   alignas(64) std::atomic<std::int32_t> spinners[max_spinner_slots];
+
+  // Side blocks: the next id (under put_mu); the socket inodes, so that
+  // attach() can tell that the three fds belong together.
+  alignas(64) std::uint64_t side_next;
+  std::uint64_t tx_ino;
+  std::uint64_t rx_ino;
+  // wait() callers counted on this ring (putters signal them).
+  std::atomic<std::uint32_t> pollers;
+  // Mailbox: (sequence of the record last handed out << 32) | deliveries.
+  alignas(64) std::atomic<std::uint64_t> delivery;
 };
 static_assert(sizeof(ring_header) <= header_bytes);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
@@ -121,7 +143,30 @@ struct joinable_section {
   consumer_slot_t slots[consumer_slots];
 };
 
+// The socketpair of a ring, owned by its handles in this process.
+struct ring_sockets {
+  int tx = -1; // side blocks are sent here; wait() notices arrive here
+  int rx = -1; // side blocks arrive here; wait() notices are sent here
+  ring_sockets() = default;
+  ring_sockets(const ring_sockets&) = delete;
+  ring_sockets& operator=(const ring_sockets&) = delete;
+  ~ring_sockets() {
+    for (int fd : {tx, rx})
+      if (fd >= 0) {
+        unregister_inheritable_fd(fd);
+        ::close(fd);
+      }
+  }
+};
+
 namespace {
+
+std::uint64_t inode_of(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0)
+    return 0;
+  return static_cast<std::uint64_t>(st.st_ino);
+}
 
 constexpr std::size_t joinable_bytes
   = (sizeof(joinable_section) + 4095) / 4096 * 4096;
@@ -149,7 +194,17 @@ ring ring::create(const ring_options& opts) {
   auto offset = header_bytes + (opts.joinable ? joinable_bytes : 0);
   r.seg_
     = std::make_shared<segment>(segment::create(offset + cap, "pactor-queue"));
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+    throw_errno("socketpair for a queue");
+  r.socks_ = std::make_shared<ring_sockets>();
+  r.socks_->tx = sv[0];
+  r.socks_->rx = sv[1];
+  register_inheritable_fd(sv[0]);
+  register_inheritable_fd(sv[1]);
   auto* h = new (r.seg_->data()) ring_header{};
+  h->tx_ino = inode_of(sv[0]);
+  h->rx_ino = inode_of(sv[1]);
   h->version = ring_version;
   h->capacity = cap;
   h->max_count = opts.max_count;
@@ -169,7 +224,8 @@ ring ring::create(const ring_options& opts) {
   return r;
 }
 
-ring ring::attach(int fd) {
+ring ring::attach(const ring_fds& fds) {
+  int fd = fds[0];
   ring r;
   r.seg_ = std::make_shared<segment>(segment::attach(fd));
   if (r.seg_->size() < header_bytes + 4096)
@@ -181,6 +237,18 @@ ring ring::attach(int fd) {
       || h->capacity + h->data_offset != r.seg_->size())
     throw std::invalid_argument("pactor: fd " + std::to_string(fd)
                                 + " is not a pactor queue of this version");
+  if (fds[1] < 0 || fds[2] < 0 || inode_of(fds[1]) != h->tx_ino
+      || inode_of(fds[2]) != h->rx_ino)
+    throw std::invalid_argument(
+      "pactor: fds " + std::to_string(fds[1]) + " and " + std::to_string(fds[2])
+      + " are not the sockets of the queue in fd " + std::to_string(fd));
+  r.socks_ = std::make_shared<ring_sockets>();
+  r.socks_->tx = ::fcntl(fds[1], F_DUPFD_CLOEXEC, 3);
+  r.socks_->rx = ::fcntl(fds[2], F_DUPFD_CLOEXEC, 3);
+  if (r.socks_->tx < 0 || r.socks_->rx < 0)
+    throw_errno("dup of a queue socket");
+  register_inheritable_fd(r.socks_->tx);
+  register_inheritable_fd(r.socks_->rx);
   r.h_ = h;
   r.data_ = static_cast<std::byte*>(r.seg_->data()) + h->data_offset;
   r.lost_seen_ = r.lost_tasks(); // a new handle reports only new losses
@@ -199,6 +267,48 @@ std::size_t ring::max_record() const noexcept {
   return h_->capacity - sizeof(record_header);
 }
 
+ring_fds ring::fds() const noexcept {
+  return {seg_->fd(), socks_->tx, socks_->rx};
+}
+
+int ring::poll_fd() const noexcept {
+  return socks_->tx;
+}
+
+void ring::add_poller() const noexcept {
+  h_->pollers.fetch_add(1, std::memory_order_seq_cst);
+}
+
+void ring::remove_poller() const noexcept {
+  h_->pollers.fetch_sub(1, std::memory_order_seq_cst);
+}
+
+void ring::arm_poller() const noexcept {
+  announce_sleeper(&h_->not_empty);
+}
+
+void ring::drain_poller() const noexcept {
+  char buf[64];
+  while (::recv(socks_->tx, buf, sizeof buf, MSG_DONTWAIT) > 0) {
+  }
+}
+
+void ring::signal_pollers() const noexcept {
+  char c = 'w';
+  [[maybe_unused]] auto n
+    = ::send(socks_->rx, &c, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+// After a commit (and a seq_cst fence): wakes sleeping getters, and signals
+// wait() callers, only if one announced itself (bit 31 of not_empty).
+void ring::wake_readers() noexcept {
+  if ((h_->not_empty.load(std::memory_order_relaxed) & sleepers) == 0)
+    return;
+  wake_sleepers(&h_->not_empty);
+  if (h_->pollers.load(std::memory_order_seq_cst) != 0)
+    signal_pollers();
+}
+
 std::size_t ring::size() const noexcept {
   auto t = h_->tail.load(std::memory_order_acquire);
   auto h = h_->head.load(std::memory_order_acquire);
@@ -212,6 +322,8 @@ bool ring::full(std::size_t size) const noexcept {
   auto count = (seq_of(t) - seq_of(h)) & seq_mask;
   if (h_->max_count != 0 && count >= h_->max_count)
     return true;
+  if (size > max_record())
+    size = sizeof(side_ref); // the ring holds only its reference
   return h_->capacity - used < record_bytes(size);
 }
 
@@ -221,6 +333,8 @@ void ring::close() noexcept {
     w->fetch_add(1, std::memory_order_seq_cst);
     futex_wake_all(w);
   }
+  if (h_->pollers.load(std::memory_order_seq_cst) != 0)
+    signal_pollers();
 }
 
 bool ring::closed() const noexcept {
@@ -313,11 +427,182 @@ bool ring::wait_for_change(std::atomic<std::uint64_t>& word, std::uint64_t seen,
 
 ring_status ring::put(std::size_t size, fn_ref<void(std::byte*)> write,
                       wait_limit limit) {
-  if (size > max_record())
-    throw std::length_error(
-      "pactor: a record of " + std::to_string(size)
-      + " bytes does not fit in a queue of " + std::to_string(h_->capacity)
-      + " bytes (create the queue with a larger capacity)");
+  if (size <= max_record())
+    return put_record(size, kind_message, write, limit, -1);
+  // Larger than the ring: the bytes go to a memfd of their own (written
+  // outside any lock); the ring carries a side_ref, the socket the memfd.
+  unique_fd block(::memfd_create("pactor-block", MFD_CLOEXEC));
+  if (!block)
+    throw_errno("memfd_create for a large record");
+  if (::ftruncate(block.get(), static_cast<off_t>(size)) != 0)
+    throw_errno("ftruncate of a large record");
+  void* p
+    = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, block.get(), 0);
+  if (p == MAP_FAILED)
+    throw_errno("mmap of a large record");
+  try {
+    write(static_cast<std::byte*>(p));
+  } catch (...) {
+    ::munmap(p, size);
+    throw;
+  }
+  ::munmap(p, size);
+  side_ref ref{0, size};
+  auto write_ref = [&](std::byte* dst) { std::memcpy(dst, &ref, sizeof ref); };
+  return put_record(sizeof ref, kind_side, write_ref, limit, block.get());
+}
+
+namespace {
+
+void check_record(std::uint32_t kind, std::size_t size, std::size_t room) {
+  bool ok = size <= room
+            && (kind == kind_message || kind == kind_padding
+                || (kind == kind_side && size == sizeof(side_ref)));
+  if (!ok)
+    throw std::runtime_error("pactor: queue memory is corrupted (record "
+                             "header out of range)");
+}
+
+// Receives the datagram at the front of `sock` (peeking leaves it there),
+// with its fd. Returns false if there is none.
+bool recv_side(int sock, side_ref& ref, unique_fd& fd, int flags) {
+  msghdr msg{};
+  iovec iov{&ref, sizeof ref};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do {
+    n = ::recvmsg(sock, &msg, flags | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN)
+      return false;
+    throw_errno("recvmsg of a large record");
+  }
+  for (auto* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+      continue;
+    auto count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < count; ++i) {
+      int got;
+      std::memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      if (i == 0)
+        fd.reset(got);
+      else
+        ::close(got);
+    }
+  }
+  if (n != static_cast<ssize_t>(sizeof ref) || !fd)
+    throw std::runtime_error("pactor: queue socket holds a malformed large "
+                             "record");
+  return true;
+}
+
+} // namespace
+
+// Hands the side block that `rec` (a side_ref) names to `read`. Datagrams of
+// older ids are orphans of putters killed before their commit (or of getters
+// killed before dequeuing): they are dropped.
+void ring::read_side(std::span<const std::byte> rec,
+                     fn_ref<void(std::span<const std::byte>)> read) {
+  side_ref want{};
+  std::memcpy(&want, rec.data(), sizeof want);
+  for (;;) {
+    side_ref got{};
+    unique_fd block;
+    if (!recv_side(socks_->rx, got, block, MSG_PEEK))
+      throw std::runtime_error("pactor: the large record "
+                               + std::to_string(want.id)
+                               + " is missing from the queue socket");
+    if (got.id < want.id) {
+      unique_fd orphan;
+      recv_side(socks_->rx, got, orphan, 0);
+      continue;
+    }
+    if (got.id != want.id || got.size != want.size)
+      throw std::runtime_error("pactor: the queue socket holds large record "
+                               + std::to_string(got.id) + " where "
+                               + std::to_string(want.id) + " was expected");
+    auto size = static_cast<std::size_t>(want.size);
+    void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, block.get(), 0);
+    if (p == MAP_FAILED)
+      throw_errno("mmap of a large record");
+    try {
+      read({static_cast<const std::byte*>(p), size});
+    } catch (...) {
+      ::munmap(p, size);
+      throw;
+    }
+    ::munmap(p, size);
+    return;
+  }
+}
+
+// After the head commit: removes the datagram of `rec` from the socket.
+void ring::dequeue_side(std::span<const std::byte> rec) noexcept {
+  side_ref want{};
+  std::memcpy(&want, rec.data(), sizeof want);
+  try {
+    side_ref got{};
+    unique_fd block;
+    while (recv_side(socks_->rx, got, block, MSG_PEEK) && got.id <= want.id) {
+      unique_fd taken;
+      recv_side(socks_->rx, got, taken, 0);
+      block.reset();
+    }
+  } catch (...) { // a malformed datagram: the next read_side reports it
+  }
+}
+
+// Sends side block `id` (`size` bytes in memfd `block`) on the socket, while
+// holding put_mu. Waits for socket space until the limit; false on timeout.
+bool ring::send_side(std::uint64_t id, std::size_t size, int block,
+                     wait_limit& limit) {
+  side_ref ref{id, size};
+  msghdr msg{};
+  iovec iov{&ref, sizeof ref};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  auto* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &block, sizeof(int));
+  for (;;) {
+    if (::sendmsg(socks_->tx, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0)
+      return true;
+    if (errno == EINTR)
+      continue;
+    if (errno != EAGAIN)
+      throw_errno("sendmsg of a large record");
+    if (limit.none_allowed())
+      return false;
+    std::int64_t ms = -1;
+    if (const auto& d = limit.deadline()) {
+      ms = std::chrono::ceil<std::chrono::milliseconds>(*d - steady::now())
+             .count();
+      if (ms <= 0)
+        return false;
+    }
+    pollfd pfd{socks_->tx, POLLOUT, 0};
+    if (::poll(
+          &pfd, 1,
+          static_cast<int>(std::min<std::int64_t>(ms < 0 ? 1000 : ms, 1000)))
+          < 0
+        && errno != EINTR)
+      throw_errno("poll on a queue socket");
+  }
+}
+
+ring_status ring::put_record(std::size_t size, std::uint32_t kind,
+                             fn_ref<void(std::byte*)> write, wait_limit& limit,
+                             int block) {
   const auto cap = h_->capacity;
   const auto need = record_bytes(size);
   for (;;) {
@@ -363,8 +648,20 @@ ring_status ring::put(std::size_t size, fn_ref<void(std::byte*)> write,
       }
       auto* hdr = reinterpret_cast<record_header*>(data_ + idx);
       hdr->size = static_cast<std::uint32_t>(size);
-      hdr->kind = kind_message;
+      hdr->kind = kind;
       write(data_ + idx + sizeof(record_header)); // may throw: not published
+      if (block >= 0) {
+        // The id is taken before the send, so a putter killed after it
+        // never lets a later record reuse it (getters drop orphans).
+        side_ref ref{};
+        std::memcpy(&ref, data_ + idx + sizeof(record_header), sizeof ref);
+        ref.id = h_->side_next;
+        h_->side_next = ref.id + 1;
+        std::memcpy(data_ + idx + sizeof(record_header), &ref, sizeof ref);
+        if (!send_side(ref.id, ref.size, block, limit))
+          return ring_status::timeout;
+        PACTOR_CRASH_POINT(crash_side_before_commit);
+      }
       PACTOR_CRASH_POINT(crash_put_before_commit);
       h_->tail.store(make_word(pos_of(t) + pad + need, seq_of(t) + 1),
                      std::memory_order_release);
@@ -374,7 +671,7 @@ ring_status ring::put(std::size_t size, fn_ref<void(std::byte*)> write,
     guard.unlock();
     if (!wait) {
       std::atomic_thread_fence(std::memory_order_seq_cst);
-      wake_sleepers(&h_->not_empty);
+      wake_readers();
       return ring_status::ok;
     }
     // Full: wait (without the lock) until a getter moves head.
@@ -406,10 +703,7 @@ ring_status ring::get(fn_ref<void(std::span<const std::byte>)> read,
       auto idx = pos_of(h) & (cap - 1);
       auto* hdr = reinterpret_cast<const record_header*>(data_ + idx);
       auto size = std::size_t{hdr->size};
-      if (size > cap - idx - sizeof(record_header)
-          || (hdr->kind != kind_message && hdr->kind != kind_padding))
-        throw std::runtime_error("pactor: queue memory is corrupted (record "
-                                 "header out of range)");
+      check_record(hdr->kind, size, cap - idx - sizeof(record_header));
       if (hdr->kind == kind_padding) {
         h = make_word(pos_of(h) + record_bytes(size), seq_of(h));
         h_->head.store(h, std::memory_order_release);
@@ -424,10 +718,18 @@ ring_status ring::get(fn_ref<void(std::span<const std::byte>)> read,
         slot->gets_word.store((gets << 1) | pending_bit,
                               std::memory_order_release);
       }
+      const std::span<const std::byte> rec{data_ + idx + sizeof(record_header),
+                                           size};
+      const bool side = hdr->kind == kind_side;
       try {
-        read({data_ + idx + sizeof(record_header), size});
+        if (side)
+          read_side(rec, read);
+        else
+          read(rec);
       } catch (...) {
         h_->head.store(next, std::memory_order_release); // consumed anyway
+        if (side)
+          dequeue_side(rec);
         if (slot != nullptr) { // nobody can work on it: it counts as done
           slot->gets_word.store((gets + 1) << 1, std::memory_order_release);
           slot->dones.fetch_add(1, std::memory_order_acq_rel);
@@ -442,6 +744,10 @@ ring_status ring::get(fn_ref<void(std::span<const std::byte>)> read,
       PACTOR_CRASH_POINT(crash_get_before_commit);
       h_->head.store(next, std::memory_order_release);
       PACTOR_CRASH_POINT(crash_get_after_commit);
+      if (side) {
+        PACTOR_CRASH_POINT(crash_side_after_commit);
+        dequeue_side(rec);
+      }
       if (slot != nullptr)
         slot->gets_word.store((gets + 1) << 1, std::memory_order_release);
       guard.unlock();
@@ -459,6 +765,82 @@ ring_status ring::get(fn_ref<void(std::span<const std::byte>)> read,
     if (!wait_for_change(h_->tail, t, h_->not_empty, limit))
       return ring_status::timeout;
   }
+}
+
+// --- mailbox: single consumer, read in place, ack after handling ---------
+
+ring_status
+ring::peek(fn_ref<void(std::span<const std::byte>, std::uint32_t)> read,
+           wait_limit limit) {
+  if (peeked_)
+    throw unacknowledged();
+  const auto cap = h_->capacity;
+  for (;;) {
+    auto h = h_->head.load(std::memory_order_relaxed);
+    auto t = h_->tail.load(std::memory_order_acquire);
+    bool skipped = false;
+    while (pos_of(h) != pos_of(t)) {
+      auto idx = pos_of(h) & (cap - 1);
+      auto* hdr = reinterpret_cast<const record_header*>(data_ + idx);
+      auto size = std::size_t{hdr->size};
+      check_record(hdr->kind, size, cap - idx - sizeof(record_header));
+      if (hdr->kind == kind_padding) {
+        h = make_word(pos_of(h) + record_bytes(size), seq_of(h));
+        h_->head.store(h, std::memory_order_release);
+        skipped = true;
+        continue;
+      }
+      // Count the delivery before handing the record out: a consumer killed
+      // after this store makes the next one see a redelivery.
+      auto seq = seq_of(h);
+      auto prev = h_->delivery.load(std::memory_order_relaxed);
+      std::uint32_t count
+        = (prev >> 32) == seq && (prev & 0xffffffffU) != 0
+            ? static_cast<std::uint32_t>(prev & 0xffffffffU) + 1
+            : 1;
+      h_->delivery.store((seq << 32) | count, std::memory_order_release);
+      const std::span<const std::byte> rec{data_ + idx + sizeof(record_header),
+                                           size};
+      peeked_next_ = make_word(pos_of(h) + record_bytes(size), seq + 1);
+      peeked_side_ = hdr->kind == kind_side;
+      if (peeked_side_) {
+        side_ref ref{};
+        std::memcpy(&ref, rec.data(), sizeof ref);
+        peeked_side_id_ = ref.id;
+        auto with_count
+          = [&](std::span<const std::byte> bytes) { read(bytes, count); };
+        peeked_ = true;
+        read_side(rec, with_count);
+      } else {
+        peeked_ = true;
+        read(rec, count);
+      }
+      PACTOR_CRASH_POINT(crash_peek_delivered);
+      return ring_status::ok;
+    }
+    if (skipped) {
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      wake_sleepers(&h_->not_full);
+    }
+    if (h_->closed.load(std::memory_order_acquire) != 0)
+      return ring_status::closed;
+    if (!wait_for_change(h_->tail, t, h_->not_empty, limit))
+      return ring_status::timeout;
+  }
+}
+
+void ring::ack() {
+  if (!peeked_)
+    throw std::logic_error("pactor::mailbox::ack: no message to acknowledge");
+  peeked_ = false;
+  h_->head.store(peeked_next_, std::memory_order_release);
+  PACTOR_CRASH_POINT(crash_ack_after_commit);
+  if (peeked_side_) {
+    side_ref ref{peeked_side_id_, 0};
+    dequeue_side({reinterpret_cast<const std::byte*>(&ref), sizeof ref});
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  wake_sleepers(&h_->not_full);
 }
 
 // --- joinable rings ------------------------------------------------------

@@ -148,7 +148,7 @@ BOOST_DATA_TEST_CASE(a_get_cut_short_before_its_commit_loses_no_task,
 
 BOOST_AUTO_TEST_CASE(attach_refuses_a_plain_queue) {
   pactor::queue<int> plain;
-  BOOST_CHECK_THROW(pactor::joinable_queue<int>::attach(plain.fd()),
+  BOOST_CHECK_THROW(pactor::joinable_queue<int>::attach(plain.fds()),
                     std::invalid_argument);
 }
 

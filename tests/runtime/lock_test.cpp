@@ -145,7 +145,7 @@ BOOST_DATA_TEST_CASE(an_array_written_by_a_child_is_seen_by_the_parent,
 
 BOOST_AUTO_TEST_CASE(attach_rejects_a_segment_that_is_not_a_mutex) {
   pactor::queue<int> q;
-  BOOST_CHECK_THROW(pactor::mutex::attach(q.fd()), std::invalid_argument);
+  BOOST_CHECK_THROW(pactor::mutex::attach(q.fds()[0]), std::invalid_argument);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

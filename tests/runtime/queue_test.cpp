@@ -110,10 +110,9 @@ BOOST_AUTO_TEST_CASE(records_of_every_size_wrap_around_the_ring_in_order) {
   BOOST_CHECK(bytes > std::size_t{100} * 4096); // over 100 laps of 4 KiB
 }
 
-BOOST_AUTO_TEST_CASE(a_message_larger_than_the_ring_is_a_length_error) {
+BOOST_AUTO_TEST_CASE(a_message_that_exactly_fills_the_ring_stays_in_it) {
   pactor::queue<std::string> q(0, {.capacity_bytes = 4096});
-  BOOST_CHECK_THROW(q.put(std::string(5000, 'x')), std::length_error);
-  q.put(std::string(q.max_message_bytes() - 3, 'y')); // str32 header: 5 B
+  q.put(std::string(q.max_message_bytes() - 3, 'y')); // str16 header: 3 B
   BOOST_CHECK_EQUAL(q.get().size(), q.max_message_bytes() - 3);
 }
 
@@ -164,7 +163,7 @@ BOOST_AUTO_TEST_CASE(close_wakes_a_blocked_getter) {
 
 BOOST_AUTO_TEST_CASE(a_message_that_does_not_decode_is_consumed_with_an_error) {
   pactor::queue<std::string> strings;
-  auto ints = pactor::queue<int>::attach(strings.fd());
+  auto ints = pactor::queue<int>::attach(strings.fds());
   strings.put("not an int");
   strings.put("next");
   BOOST_CHECK_THROW((void)ints.get(), pactor::decode_error);
@@ -174,9 +173,24 @@ BOOST_AUTO_TEST_CASE(a_message_that_does_not_decode_is_consumed_with_an_error) {
 BOOST_AUTO_TEST_CASE(attach_rejects_an_fd_that_is_not_a_queue) {
   int fds[2];
   BOOST_REQUIRE(::pipe(fds) == 0);
-  BOOST_CHECK_THROW(pactor::queue<int>::attach(fds[0]), std::exception);
+  BOOST_CHECK_THROW(pactor::queue<int>::attach({fds[0], fds[1], -1}),
+                    std::exception);
   ::close(fds[0]);
   ::close(fds[1]);
+}
+
+BOOST_AUTO_TEST_CASE(attach_rejects_sockets_of_another_queue) {
+  pactor::queue<int> a;
+  pactor::queue<int> b;
+  auto fa = a.fds();
+  auto fb = b.fds();
+  BOOST_CHECK_THROW(pactor::queue<int>::attach({fa[0], fb[1], fb[2]}),
+                    std::invalid_argument);
+  BOOST_CHECK_THROW(pactor::queue<int>::attach({fa[0], fa[2], fa[1]}),
+                    std::invalid_argument);
+  auto again = pactor::queue<int>::attach(fa);
+  a.put(5);
+  BOOST_CHECK_EQUAL(again.get(1s), 5);
 }
 
 BOOST_DATA_TEST_CASE(a_child_fills_the_queue_the_parent_drains_it,

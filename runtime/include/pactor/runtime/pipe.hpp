@@ -58,9 +58,11 @@ class pipe_end {
 public:
   static std::pair<pipe_end, pipe_end> create(bool duplex,
                                               const pipe_options& opts);
-  /// Rebuilds an end from its fds (in another process); takes the socket fd
-  /// over.
-  static pipe_end attach(int index, int sock, int flags, int in, int out);
+  /// index, socket, flags, in ring (3 fds), out ring (3 fds).
+  static constexpr int packed_ints = 9;
+  /// Rebuilds an end from collect_fds() output (in another process); takes
+  /// the socket fd over.
+  static pipe_end attach(std::span<const int, packed_ints> f);
 
   void send(std::size_t size, fn_ref<void(std::byte*)> write);
   /// Returns false on timeout; throws eof_error.
@@ -74,8 +76,19 @@ public:
   [[nodiscard]] bool writable_end() const noexcept {
     return out_.has_value();
   }
-  /// index, socket, flags, in, out (-1 where absent).
-  void collect_fds(int out_fds[5]) const noexcept;
+  /// index, socket, flags, in ring, out ring (-1 where absent).
+  void collect_fds(std::span<int, packed_ints> out) const noexcept;
+  /// For pactor::wait: the socket, the in ring, and arming for a wake.
+  [[nodiscard]] int wait_fd() const noexcept {
+    return sock_ ? *sock_ : -1;
+  }
+  [[nodiscard]] const std::optional<ring>& in_ring() const noexcept {
+    return in_;
+  }
+  /// Asks the peer to send a wake byte on its next send.
+  void arm_reader() const noexcept;
+  /// Reads pending wake bytes; returns false if the peer is gone.
+  bool drain_wakes() const noexcept;
 
 private:
   bool wait(bool for_write, std::size_t size, wait_limit& limit);
@@ -182,10 +195,11 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
     template <class Stream>
     packer<Stream>& operator()(packer<Stream>& o,
                                const pactor::connection<T>& c) const {
-      int fds[5];
+      constexpr int n = pactor::detail::pipe_end::packed_ints;
+      int fds[n];
       c.end().collect_fds(fds);
-      o.pack_array(5);
-      for (int i = 0; i < 5; ++i) {
+      o.pack_array(n);
+      for (int i = 0; i < n; ++i) {
         if (i > 0 && fds[i] >= 0)
           pactor::detail::fd_collector::collect(fds[i]);
         o.pack(fds[i]);
@@ -196,13 +210,13 @@ MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
   template <class T>
   struct as<pactor::connection<T>> {
     pactor::connection<T> operator()(const msgpack::object& o) const {
-      if (o.type != msgpack::type::ARRAY || o.via.array.size != 5)
+      constexpr int n = pactor::detail::pipe_end::packed_ints;
+      if (o.type != msgpack::type::ARRAY || o.via.array.size != n)
         throw msgpack::type_error();
-      int f[5];
-      for (int i = 0; i < 5; ++i)
+      int f[n];
+      for (int i = 0; i < n; ++i)
         f[i] = o.via.array.ptr[i].as<int>();
-      return pactor::connection<T>(
-        pactor::detail::pipe_end::attach(f[0], f[1], f[2], f[3], f[4]));
+      return pactor::connection<T>(pactor::detail::pipe_end::attach(f));
     }
   };
   } // namespace adaptor

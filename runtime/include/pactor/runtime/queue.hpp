@@ -7,6 +7,7 @@
 #include <pactor/runtime/detail/ring.hpp>
 #include <pactor/serialization/codec.hpp>
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <optional>
@@ -45,8 +46,8 @@ public:
 /// Sizes and behaviour of a queue.
 struct queue_options {
   /// Bytes of records the queue holds (a power of two; at least 4 KiB, at
-  /// most 1 GiB). One record must fit: a put of a larger one throws
-  /// std::length_error.
+  /// most 1 GiB). A message larger than the ring travels in a side block (a
+  /// memfd of its own, passed over the queue's socket).
   std::size_t capacity_bytes = std::size_t{1} << 20;
   /// How long a waiting get or put spins before it sleeps; 0 = never spin.
   std::chrono::nanoseconds spin = std::chrono::microseconds(50);
@@ -79,9 +80,10 @@ public:
     ring_.spin(opts.spin);
   }
 
-  /// Maps the queue behind `fd` (a queue<T>'s fd() from another process).
-  static queue attach(int fd) {
-    return queue(detail::ring::attach(fd));
+  /// Maps the queue behind `fds` (a queue<T>'s fds() from another process,
+  /// passed with pass_fds or SCM_RIGHTS).
+  static queue attach(const std::array<int, 3>& fds) {
+    return queue(detail::ring::attach(fds));
   }
 
   /// Appends `value`, blocking while the queue is full.
@@ -133,7 +135,8 @@ public:
   [[nodiscard]] bool full() const noexcept {
     return ring_.full();
   }
-  /// Returns the largest encoded message that fits.
+  /// Returns the largest encoded message that fits in the ring itself
+  /// (larger ones go to side blocks).
   [[nodiscard]] std::size_t max_message_bytes() const noexcept {
     return ring_.max_record();
   }
@@ -147,9 +150,15 @@ public:
     return ring_.closed();
   }
 
-  /// Returns the segment's fd (to pass with pass_fds and attach()).
-  [[nodiscard]] int fd() const noexcept {
-    return ring_.fd();
+  /// Returns the fds behind the queue (its memfd and its socketpair), to
+  /// pass with pass_fds and give to attach().
+  [[nodiscard]] std::array<int, 3> fds() const noexcept {
+    return ring_.fds();
+  }
+
+  /// The ring under the queue (for pactor::wait).
+  [[nodiscard]] const detail::ring& ring() const noexcept {
+    return ring_;
   }
 
 protected:
@@ -220,8 +229,8 @@ public:
 
   /// Maps the joinable queue behind `fd`; std::invalid_argument if the queue
   /// there is not joinable.
-  static joinable_queue attach(int fd) {
-    auto r = detail::ring::attach(fd);
+  static joinable_queue attach(const std::array<int, 3>& fds) {
+    auto r = detail::ring::attach(fds);
     if (!r.is_joinable())
       throw std::invalid_argument("pactor::joinable_queue::attach: the queue "
                                   "is not joinable");

@@ -5,6 +5,7 @@
 
 #include <pactor/runtime/detail/sync.hpp>
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -17,6 +18,7 @@
 namespace pactor::detail {
 
 struct ring_header;
+struct ring_sockets;
 
 /// A non-owning reference to a callable (valid during the call only).
 template <class Sig>
@@ -78,13 +80,30 @@ private:
 
 /// Crash points in the ring (for torture tests).
 enum ring_crash_point : int {
-  crash_put_locked = 101,        // holding the put lock, nothing written
-  crash_put_before_commit = 102, // record written, tail not published
-  crash_put_after_commit = 103,  // published, lock still held
-  crash_get_locked = 111,        // holding the get lock
-  crash_get_before_commit = 112, // record read, head not advanced
-  crash_get_after_commit = 113,  // head advanced, lock still held
+  crash_put_locked = 101,         // holding the put lock, nothing written
+  crash_put_before_commit = 102,  // record written, tail not published
+  crash_put_after_commit = 103,   // published, lock still held
+  crash_get_locked = 111,         // holding the get lock
+  crash_get_before_commit = 112,  // record read, head not advanced
+  crash_get_after_commit = 113,   // head advanced, lock still held
+  crash_peek_delivered = 121,     // mailbox: record handed out, not acked
+  crash_ack_after_commit = 122,   // mailbox: head advanced, side block kept
+  crash_side_before_commit = 131, // side block sent, record not published
+  crash_side_after_commit = 132,  // get: head advanced, side block queued
 };
+
+/// Thrown by ring::peek when the previous record was not acknowledged.
+class unacknowledged : public std::logic_error {
+public:
+  unacknowledged()
+      : std::logic_error("pactor::mailbox: receive before ack() of the "
+                         "previous message") {
+  }
+};
+
+/// The fds of a ring: its memfd segment and the two ends of its socketpair
+/// (side blocks travel from [1] to [2], wait() notices from [2] to [1]).
+using ring_fds = std::array<int, 3>;
 
 /// A multi-producer multi-consumer ring of variable-length byte records in
 /// a memfd segment. Handles share the segment (copies are cheap).
@@ -92,13 +111,13 @@ class ring {
 public:
   /// Creates a new ring.
   static ring create(const ring_options& opts);
-  /// Maps the ring behind `fd` (duplicated). Throws std::invalid_argument if
-  /// the fd does not hold a pactor ring.
-  static ring attach(int fd);
+  /// Maps the ring behind `fds` (duplicated). Throws std::invalid_argument
+  /// if they do not hold one pactor ring.
+  static ring attach(const ring_fds& fds);
 
   /// Appends a record of `size` bytes that `write` fills in place. Blocks
   /// while full, until `deadline`. If `write` throws, nothing is published.
-  /// Throws std::length_error if the record can never fit.
+  /// A record larger than the ring goes to a side block (its own memfd).
   ring_status put(std::size_t size, fn_ref<void(std::byte*)> write,
                   wait_limit limit);
 
@@ -106,6 +125,16 @@ public:
   /// consumed once `read` returns or throws. Blocks while empty.
   ring_status get(fn_ref<void(std::span<const std::byte>)> read,
                   wait_limit limit);
+
+  /// Mailbox (single consumer): hands the oldest record to `read` in place
+  /// with its delivery count (1, or more when an earlier consumer received
+  /// it and died before ack()), and keeps it until ack(). Blocks while
+  /// empty. Throws unacknowledged if the previous record was not acked.
+  ring_status peek(fn_ref<void(std::span<const std::byte>, std::uint32_t)> read,
+                   wait_limit limit);
+  /// Mailbox: consumes the record the last peek handed out. Throws
+  /// std::logic_error if there is none.
+  void ack();
 
   /// Returns the number of records (exact at the instant it is read).
   [[nodiscard]] std::size_t size() const noexcept;
@@ -136,6 +165,21 @@ public:
   [[nodiscard]] int fd() const noexcept {
     return seg_->fd();
   }
+  /// Returns the fds that attach() needs.
+  [[nodiscard]] ring_fds fds() const noexcept;
+
+  // --- wait(): readiness through a pollable fd ---------------------------
+  /// The fd that becomes readable when a poller should look again.
+  [[nodiscard]] int poll_fd() const noexcept;
+  /// Counts this caller as a poller (once per wait() call) / uncounts it.
+  void add_poller() const noexcept;
+  void remove_poller() const noexcept;
+  /// Asks putters to signal poll_fd() on their next commit.
+  void arm_poller() const noexcept;
+  /// Empties poll_fd() (non-blocking).
+  void drain_poller() const noexcept;
+  /// Makes poll_fd() readable for the other pollers.
+  void signal_pollers() const noexcept;
   /// Returns whether the ring tracks tasks (joinable_queue).
   [[nodiscard]] bool is_joinable() const noexcept;
 
@@ -159,8 +203,18 @@ private:
   bool wait_for_change(std::atomic<std::uint64_t>& word, std::uint64_t seen,
                        std::atomic<std::uint32_t>& futex_word,
                        wait_limit& limit);
+  void wake_readers() noexcept;
+  ring_status put_record(std::size_t size, std::uint32_t kind,
+                         fn_ref<void(std::byte*)> write, wait_limit& limit,
+                         int block);
+  bool send_side(std::uint64_t id, std::size_t size, int block,
+                 wait_limit& limit);
+  void read_side(std::span<const std::byte> ref,
+                 fn_ref<void(std::span<const std::byte>)> read);
+  void dequeue_side(std::span<const std::byte> ref) noexcept;
 
   std::shared_ptr<segment> seg_;
+  std::shared_ptr<ring_sockets> socks_;
   ring_header* h_ = nullptr;
   std::byte* data_ = nullptr;
   std::int64_t spin_max_ns_ = 50000;
@@ -169,6 +223,10 @@ private:
   int slot_ = -1;               // this process's consumer slot (joinable)
   pid_t slot_pid_ = 0;          // the pid that claimed slot_ (fork changes it)
   std::uint64_t lost_seen_ = 0; // lost tasks this handle has reported
+  std::uint64_t peeked_next_ = 0; // mailbox: head after the peeked record
+  bool peeked_ = false;           // mailbox: a record awaits ack()
+  bool peeked_side_ = false;
+  std::uint64_t peeked_side_id_ = 0;
 };
 
 } // namespace pactor::detail
