@@ -1,5 +1,7 @@
 #include "hygiene.hpp"
 
+#include <pactor/runtime/shared_memory.hpp>
+
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
@@ -9,9 +11,11 @@
 #include <dirent.h>
 #include <fstream>
 #include <iterator>
+#include <poll.h>
 #include <set>
 #include <sstream>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -62,12 +66,27 @@ std::vector<child_info> children(bool with_forkserver) {
     if (ppid != self)
       continue;
     auto comm = line.substr(open + 1, close - open - 1);
-    if (!with_forkserver && comm == "pactor-forksrv")
+    // The forkserver and the shared_memory tracker outlive single tests.
+    if (!with_forkserver
+        && (comm == "pactor-forksrv" || comm == "pactor-shmtrk"))
       continue;
     out.push_back({pid, state, comm});
   }
   ::closedir(d);
   return out;
+}
+
+// Waits (bounded) for child `pid` to exit and reaps it.
+void wait_for_exit(pid_t pid, std::chrono::seconds limit) {
+  int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0)
+    return;
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, static_cast<int>(limit.count() * 1000)) == 1) {
+    int st;
+    ::waitpid(pid, &st, 0);
+  }
+  ::close(fd);
 }
 
 } // namespace
@@ -113,6 +132,11 @@ struct module_hygiene {
   module_hygiene() = default;
   ~module_hygiene() {
     pactor::stop_forkserver();
+    // The tracker removes what it holds once nobody holds it: let it finish.
+    pactor::detail::shared_memory_tracker_detach();
+    for (auto& k : children(true))
+      if (k.comm == "pactor-shmtrk")
+        wait_for_exit(k.pid, std::chrono::seconds(10));
     auto left = kill_leftovers(true);
     if (!left.empty())
       BOOST_ERROR("the suite left processes behind:" << describe(left));

@@ -10,5 +10,6 @@
 #include <pactor/runtime/process.hpp>
 #include <pactor/runtime/queue.hpp>
 #include <pactor/runtime/semaphore.hpp>
+#include <pactor/runtime/shared_memory.hpp>
 #include <pactor/runtime/value.hpp>
 #include <pactor/runtime/wait.hpp>
