@@ -89,7 +89,7 @@ void shared_mutex_handle::release() {
 }
 
 bool shared_mutex_handle::held_by_caller() const noexcept {
-  return __atomic_load_n(&m_->__data.__owner, __ATOMIC_RELAXED) == ::gettid();
+  return __atomic_load_n(&m_->__data.__owner, __ATOMIC_RELAXED) == cached_tid();
 }
 
 bool shared_mutex_handle::previous_owner_died() const noexcept {

@@ -30,6 +30,7 @@ constexpr std::uint64_t ring_magic = 0x676e6972726f7470ULL; // "ptorring"
 constexpr std::uint32_t ring_version = 2;
 constexpr std::size_t header_bytes = 4096;
 constexpr int max_spinner_slots = 8;
+constexpr int spin_backoff_max = 8;
 
 // Position words: (sequence << 36) | (byte position mod 2^36).
 constexpr int pos_bits = 36;
@@ -373,12 +374,17 @@ static bool spin_phase(ring_header* h, std::int64_t& spin_ns,
   if (deadline)
     until = std::min(until, *deadline);
   bool hit = false;
-  for (int i = 0;; ++i) {
+  // Looks at the shared word with a growing pause between looks (up to
+  // spin_backoff_max pauses): each look pulls the line from the writer, so
+  // fewer looks let the writer publish several records per transfer.
+  for (int i = 0, backoff = 1;; ++i) {
     if (ready()) {
       hit = true;
       break;
     }
-    cpu_relax();
+    for (int k = 0; k < backoff; ++k)
+      cpu_relax();
+    backoff = std::min(backoff * 2, spin_backoff_max);
     if ((i & 63) == 63 && steady::now() >= until)
       break;
   }

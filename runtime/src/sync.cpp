@@ -85,6 +85,17 @@ void forget_pid() noexcept {
 }
 } // namespace
 
+pid_t cached_tid() noexcept {
+  thread_local pid_t for_pid = 0;
+  thread_local pid_t tid = 0;
+  auto pid = cached_pid(); // changes in a fork child: refresh then
+  if (for_pid != pid) {
+    tid = ::gettid();
+    for_pid = pid;
+  }
+  return tid;
+}
+
 pid_t cached_pid() noexcept {
   auto pid = pid_cache.load(std::memory_order_relaxed);
   if (pid == 0) {
@@ -105,10 +116,14 @@ bool robust_mutex_lock(pthread_mutex_t* m, wait_limit& limit, int spin,
   // Test and test-and-set: spin reading the lock word (glibc's public
   // __data.__lock, 0 when free) and try only when it looks free, so that
   // waiting does not pull the cache line away from the holder.
-  for (int i = 0; rc == EBUSY && i < spin; ++i) {
+  // Between looks the waiter backs off (1, 2, 4 ... 16 pauses), so that a
+  // holder that releases and takes the lock again in a loop keeps the line.
+  for (int i = 0, backoff = 1; rc == EBUSY && i < spin; ++i) {
 #if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
+    for (int k = 0; k < backoff; ++k)
+      __builtin_ia32_pause();
 #endif
+    backoff = std::min(backoff * 2, 16);
     if (__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED) == 0)
       rc = ::pthread_mutex_trylock(m);
   }

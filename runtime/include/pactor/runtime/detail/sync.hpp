@@ -68,6 +68,9 @@ private:
 
 /// Returns this process's pid, cached (refreshed in fork children).
 pid_t cached_pid() noexcept;
+/// Returns the calling thread's id, cached per thread (refreshed in fork
+/// children).
+pid_t cached_tid() noexcept;
 
 /// Waits on a process-shared futex while `*word == expected`, at most until
 /// `deadline` (and at most `cap` per call). Returns false on timeout.
