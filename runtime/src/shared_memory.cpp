@@ -1,9 +1,8 @@
 // Named shared memory and its resource tracker. See
 // docs/design/shared_memory.md.
 
-#include <pactor/runtime/shared_memory.hpp>
-
 #include <pactor/runtime/detail/sync.hpp>
+#include <pactor/runtime/shared_memory.hpp>
 
 #include "internal.hpp"
 
@@ -12,14 +11,14 @@
 #include <cstring>
 #include <fcntl.h>
 #include <mutex>
+#include <poll.h>
 #include <random>
 #include <stdexcept>
 #include <sys/mman.h>
-#include <poll.h>
 #include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <system_error>
 #include <unistd.h>
@@ -265,7 +264,8 @@ std::string fresh_name() {
   return buf;
 }
 
-[[noreturn]] void throw_for(int err, const char* what, const std::string& name) {
+[[noreturn]] void throw_for(int err, const char* what,
+                            const std::string& name) {
   throw std::system_error(err, std::generic_category(),
                           std::string("pactor::shared_memory: ") + what + " \""
                             + name + "\"");
@@ -328,8 +328,7 @@ shared_memory shared_memory::create(std::size_t size, std::string name,
   m.s_->name = name;
   m.s_->size = size;
   m.s_->tracked = opts.track;
-  m.s_->addr
-    = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  m.s_->addr = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (m.s_->addr == MAP_FAILED) {
     int err = errno;
     m.s_->addr = nullptr;
@@ -355,8 +354,8 @@ shared_memory shared_memory::attach(std::string name) {
   m.s_->name = name;
   m.s_->size = static_cast<std::size_t>(st.st_size);
   if (m.s_->size > 0) {
-    m.s_->addr = ::mmap(nullptr, m.s_->size, PROT_READ | PROT_WRITE, MAP_SHARED,
-                        fd, 0);
+    m.s_->addr
+      = ::mmap(nullptr, m.s_->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (m.s_->addr == MAP_FAILED) {
       m.s_->addr = nullptr;
       throw_for(errno, "cannot map", name);

@@ -139,7 +139,8 @@ BOOST_DATA_TEST_CASE(a_creator_killed_without_unlink_leaves_nothing_behind,
   BOOST_CHECK(wait_until_removed(name, 10s));
 }
 
-BOOST_AUTO_TEST_CASE(a_creator_that_exits_without_unlink_leaves_nothing_behind) {
+BOOST_AUTO_TEST_CASE(
+  a_creator_that_exits_without_unlink_leaves_nothing_behind) {
   pactor::queue<std::string> names;
   pactor::queue<int> hold;
   pactor::process p(pactor::with_spawn, create_and_report, names, true, hold);
