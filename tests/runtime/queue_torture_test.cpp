@@ -66,6 +66,8 @@ const shape shapes[] = {
   {"4p4c_tiny", 4, 4, 4096, 0, 16},
   {"2p2c_large", 2, 2, 1 << 16, 1000, 12000},
   {"3p1c_nearly_full", 3, 1, 4096, 100, 1500},
+  // Records up to twice the ring: about half travel in side blocks.
+  {"2p2c_side_blocks", 2, 2, 4096, 10, 8000},
 };
 
 // A message: id = (producer instance << 32) | sequence, plus filler whose
@@ -85,11 +87,13 @@ std::string filler_for(std::uint64_t id, std::size_t size) {
 
 // A crash point to arm in a child (0 = none), with a countdown.
 void maybe_arm(std::mt19937_64& rng, bool producer) {
-  static const int put_points[] = {101, 102, 103};
-  static const int get_points[] = {111, 112, 113};
+  // 131/132: the side-block windows (reached only by records larger than
+  // the ring).
+  static const int put_points[] = {101, 102, 103, 131};
+  static const int get_points[] = {111, 112, 113, 132};
   if (rng() % 2 == 0)
     return;
-  int point = producer ? put_points[rng() % 3] : get_points[rng() % 3];
+  int point = producer ? put_points[rng() % 4] : get_points[rng() % 4];
   pactor::detail::crash_point_arm(point, 1 + static_cast<long>(rng() % 200));
 }
 
