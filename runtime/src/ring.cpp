@@ -115,6 +115,8 @@ struct ring_header {
   std::atomic<std::uint32_t> pollers;
   // Mailbox: (sequence of the record last handed out << 32) | deliveries.
   alignas(64) std::atomic<std::uint64_t> delivery;
+  // Mailbox: the consuming process, (start time mod 2^32 << 32) | pid.
+  std::atomic<std::uint64_t> consumer;
 };
 static_assert(sizeof(ring_header) <= header_bytes);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
@@ -395,8 +397,19 @@ static bool spin_phase(ring_header* h, std::int64_t& spin_ns,
 }
 
 bool ring::readable() const noexcept {
-  return pos_of(h_->tail.load(std::memory_order_acquire))
-         != pos_of(h_->head.load(std::memory_order_acquire));
+  auto t = pos_of(h_->tail.load(std::memory_order_acquire));
+  auto h = pos_of(h_->head.load(std::memory_order_acquire));
+  if (t == h)
+    return false;
+  // Padding alone is not a message: look past it (without the lock, so the
+  // header may be stale; then the answer is "readable", and a get decides).
+  const auto cap = h_->capacity;
+  auto idx = h & (cap - 1);
+  const auto* hdr = reinterpret_cast<const record_header*>(data_ + idx);
+  if (hdr->kind != kind_padding)
+    return true;
+  auto next = (h + record_bytes(hdr->size)) & pos_mask;
+  return next != t;
 }
 
 bool ring::spin_until_ready(bool for_write, std::size_t size) {
@@ -775,11 +788,39 @@ ring_status ring::get(fn_ref<void(std::span<const std::byte>)> read,
 
 // --- mailbox: single consumer, read in place, ack after handling ---------
 
+// Makes this process the mailbox's one consumer, unless another live process
+// is: a consumer's claim passes on when it exits.
+void ring::claim_consumer() {
+  auto me = cached_pid();
+  auto mine
+    = (my_start_time() & 0xffffffffU) << 32 | static_cast<std::uint32_t>(me);
+  auto cur = h_->consumer.load(std::memory_order_acquire);
+  for (;;) {
+    if (cur == mine)
+      break;
+    if (cur != 0) {
+      auto pid = static_cast<std::int32_t>(cur & 0xffffffffU);
+      bool gone = (::kill(pid, 0) != 0 && errno == ESRCH)
+                  || (process_start_time(pid) & 0xffffffffU) != (cur >> 32);
+      if (!gone)
+        throw std::logic_error(
+          "pactor::mailbox: process " + std::to_string(pid)
+          + " is receiving from this mailbox (one consumer at a time)");
+    }
+    if (h_->consumer.compare_exchange_weak(cur, mine,
+                                           std::memory_order_acq_rel))
+      break;
+  }
+  consumer_pid_ = me;
+}
+
 ring_status
 ring::peek(fn_ref<void(std::span<const std::byte>, std::uint32_t)> read,
            wait_limit limit) {
   if (peeked_)
     throw unacknowledged();
+  if (consumer_pid_ != cached_pid())
+    claim_consumer();
   const auto cap = h_->capacity;
   for (;;) {
     auto h = h_->head.load(std::memory_order_relaxed);

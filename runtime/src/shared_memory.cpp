@@ -50,19 +50,37 @@ void put_num(char*& out, std::size_t n) noexcept {
     *out++ = tmp[--k];
 }
 
+// One registration. A provisional one (sent before shm_open) remembers the
+// inode the name had then, so that a creator killed before it could confirm
+// or abort never costs another process its segment; a confirmed one
+// remembers the inode it created, so that a name unlinked and created again
+// by someone else is left alone.
 struct tracker_slot {
   int owner; // pidfd of the creating process, -1 = free slot
+  pid_t pid; // its pid, to match confirm/abort messages
+  bool confirmed;
+  ino_t ino; // provisional: inode before (0: none); confirmed: ours
   char name[max_name + 1];
 };
 
-// Removes the segment of `slot` and frees the slot.
+void shm_path(char* out, const char* name) noexcept {
+  put_str(out, "/dev/shm/");
+  put_str(out, name);
+  *out = '\0';
+}
+
+// Removes the segment of `slot` if it is still the one registered, and
+// frees the slot. Returns 1 if it removed one.
 std::size_t remove_slot(tracker_slot& slot) noexcept {
   char path[max_name + 16];
-  char* p = path;
-  put_str(p, "/dev/shm/");
-  put_str(p, slot.name);
-  *p = '\0';
-  std::size_t removed = ::unlink(path) == 0 ? 1 : 0;
+  shm_path(path, slot.name);
+  std::size_t removed = 0;
+  struct stat st {};
+  if (::stat(path, &st) == 0) {
+    bool ours = slot.confirmed ? st.st_ino == slot.ino : st.st_ino != slot.ino;
+    if (ours && ::unlink(path) == 0)
+      removed = 1;
+  }
   ::close(slot.owner);
   slot.owner = -1;
   return removed;
@@ -80,10 +98,80 @@ void report(std::size_t removed) noexcept {
     = ::write(2, line, static_cast<std::size_t>(p - line));
 }
 
-// Messages are one packet each: 'R' + name with the creator's pidfd
-// attached, or 'U' + name. A segment is removed when its creator exits
-// (its pidfd turns readable) without having unregistered it, and everything
-// left when the last holder of the socket is gone.
+// A message is one packet: op, the sender's pid (4 bytes), an inode number
+// (8 bytes), the name.
+//   'R' register (provisional; the sender's pidfd attached; the inode the
+//       name had just before, 0 for none, as the sender saw it)
+//   'C' confirm (the sender created it)   'A' abort (it did not)
+//   'U' the name was unlinked: forget every registration of it
+constexpr std::size_t msg_head = 1 + sizeof(pid_t) + sizeof(std::uint64_t);
+
+// Handles one queued message without waiting; false if there was none.
+// `open` turns false when every holder of the socket is gone.
+bool handle_message(int sock, tracker_slot* slots, bool& open) noexcept {
+  char msg[msg_head + max_name];
+  iovec iov{msg, sizeof msg};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = control;
+  mh.msg_controllen = sizeof control;
+  auto n = ::recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+  if (n < 0)
+    return errno == EINTR;
+  if (n == 0) {
+    open = false;
+    return false;
+  }
+  int owner = -1;
+  for (auto* c = CMSG_FIRSTHDR(&mh); c != nullptr; c = CMSG_NXTHDR(&mh, c))
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+      std::memcpy(&owner, CMSG_DATA(c), sizeof(int));
+  if (static_cast<std::size_t>(n) > msg_head) {
+    char op = msg[0];
+    pid_t pid = 0;
+    std::uint64_t ino = 0;
+    std::memcpy(&pid, msg + 1, sizeof pid);
+    std::memcpy(&ino, msg + 1 + sizeof pid, sizeof ino);
+    auto len = static_cast<std::size_t>(n) - msg_head;
+    char name[max_name + 1];
+    std::memcpy(name, msg + msg_head, len);
+    name[len] = '\0';
+    if (op == 'R' && owner >= 0) {
+      for (std::size_t i = 0; i < tracker_slots; ++i)
+        if (slots[i].owner < 0) {
+          auto& sl = slots[i];
+          std::memcpy(sl.name, name, len + 1);
+          sl.pid = pid;
+          sl.confirmed = false;
+          sl.ino = static_cast<ino_t>(ino);
+          sl.owner = owner;
+          owner = -1;
+          break;
+        }
+    }
+    for (std::size_t i = 0; op != 'R' && i < tracker_slots; ++i) {
+      auto& sl = slots[i];
+      if (sl.owner < 0 || std::strcmp(sl.name, name) != 0)
+        continue;
+      if (op == 'U' || (op == 'A' && sl.pid == pid && !sl.confirmed)) {
+        ::close(sl.owner);
+        sl.owner = -1;
+      } else if (op == 'C' && sl.pid == pid && !sl.confirmed) {
+        sl.confirmed = true;
+        sl.ino = static_cast<ino_t>(ino);
+      }
+    }
+  }
+  if (owner >= 0)
+    ::close(owner);
+  return true;
+}
+
+// Removes a segment when its creator exits (its pidfd turns readable)
+// without having unlinked it, and everything left when the last holder of
+// the socket is gone.
 [[noreturn]] void tracker_main(int sock) noexcept {
   auto* slots = static_cast<tracker_slot*>(
     ::mmap(nullptr, tracker_slots * sizeof(tracker_slot),
@@ -95,66 +183,29 @@ void report(std::size_t removed) noexcept {
     ::_exit(1);
   for (std::size_t i = 0; i < tracker_slots; ++i)
     slots[i].owner = -1;
-  bool open = true;
-  while (open) {
+  for (;;) {
     fds[0] = {sock, POLLIN, 0};
     for (std::size_t i = 0; i < tracker_slots; ++i)
       fds[i + 1] = {slots[i].owner, POLLIN, 0}; // -1 is ignored by poll
     if (::poll(fds, tracker_slots + 1, -1) < 0)
       continue; // EINTR
+    // Every message queued is handled before any death: a creator's
+    // messages were sent before it died.
+    bool open = true;
+    while (open && handle_message(sock, slots, open)) {
+    }
+    if (!open)
+      break; // every holder closed its end (or died)
+    // Deaths, looked at again now: the messages may have changed the slots.
+    for (std::size_t i = 0; i < tracker_slots; ++i)
+      fds[i + 1] = {slots[i].owner, POLLIN, 0};
+    if (::poll(fds + 1, tracker_slots, 0) <= 0)
+      continue;
     std::size_t removed = 0;
     for (std::size_t i = 0; i < tracker_slots; ++i)
       if (slots[i].owner >= 0 && (fds[i + 1].revents & POLLIN) != 0)
         removed += remove_slot(slots[i]);
     report(removed);
-    if ((fds[0].revents & (POLLIN | POLLHUP)) == 0)
-      continue;
-    char msg[max_name + 2];
-    iovec iov{msg, sizeof msg};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-    msghdr mh{};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = control;
-    mh.msg_controllen = sizeof control;
-    auto n = ::recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0) {
-      open = false; // every holder closed its end (or died)
-      break;
-    }
-    int owner = -1;
-    for (auto* c = CMSG_FIRSTHDR(&mh); c != nullptr; c = CMSG_NXTHDR(&mh, c))
-      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
-        std::memcpy(&owner, CMSG_DATA(c), sizeof(int));
-    auto len = n >= 2 && static_cast<std::size_t>(n) <= max_name + 1
-                 ? static_cast<std::size_t>(n - 1)
-                 : 0;
-    tracker_slot* found = nullptr;
-    tracker_slot* free_slot = nullptr;
-    for (std::size_t i = 0; len > 0 && i < tracker_slots; ++i) {
-      auto& sl = slots[i];
-      if (sl.owner < 0) {
-        if (free_slot == nullptr)
-          free_slot = &sl;
-      } else if (std::strlen(sl.name) == len
-                 && std::memcmp(sl.name, msg + 1, len) == 0) {
-        found = &sl;
-      }
-    }
-    if (msg[0] == 'R' && len > 0 && owner >= 0 && found == nullptr
-        && free_slot != nullptr) {
-      std::memcpy(free_slot->name, msg + 1, len);
-      free_slot->name[len] = '\0';
-      free_slot->owner = owner;
-      owner = -1;
-    } else if (msg[0] == 'U' && found != nullptr) {
-      ::close(found->owner);
-      found->owner = -1;
-    }
-    if (owner >= 0)
-      ::close(owner);
   }
   std::size_t removed = 0;
   for (std::size_t i = 0; i < tracker_slots; ++i)
@@ -213,19 +264,24 @@ int tracker() {
   return tracker_fd;
 }
 
-void tell_tracker(char op, const std::string& name) {
-  if (op == 'U') {
+void tell_tracker(char op, const std::string& name, std::uint64_t ino = 0) {
+  if (op != 'R') {
     std::lock_guard lock(tracker_mu);
     if (tracker_fd < 0)
       return; // nothing registered from this process tree
   }
-  std::string msg = op + name;
+  std::string msg(msg_head, '\0');
+  msg[0] = op;
+  pid_t me = ::getpid();
+  std::memcpy(msg.data() + 1, &me, sizeof me);
+  std::memcpy(msg.data() + 1 + sizeof me, &ino, sizeof ino);
+  msg += name;
   int fd = tracker();
   // A registration carries a pidfd of this process: the tracker removes the
-  // segment when this process exits without unregistering it.
+  // segment when this process exits without unlinking it.
   detail::unique_fd self;
   if (op == 'R') {
-    self.reset(static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0)));
+    self.reset(static_cast<int>(::syscall(SYS_pidfd_open, me, 0)));
     if (!self)
       detail::throw_errno("pidfd_open for the shared_memory tracker");
   }
@@ -294,23 +350,31 @@ shared_memory shared_memory::create(std::size_t size, std::string name,
       "pactor::shared_memory::create: size must be positive");
   bool made_up = name.empty();
   name = made_up ? fresh_name() : check_name(std::move(name));
-  // Registered before it exists: a creator killed right after shm_open
-  // leaves nothing behind.
+  // Registered (provisionally) before it exists: a creator killed right
+  // after shm_open leaves nothing behind; then confirmed or aborted.
+  auto inode_of = [](const std::string& n) -> std::uint64_t {
+    struct stat st {};
+    return ::stat(("/dev/shm/" + n).c_str(), &st) == 0 ? st.st_ino : 0;
+  };
   if (opts.track)
-    tell_tracker('R', name);
+    tell_tracker('R', name, inode_of(name));
   int fd = -1;
   for (int attempt = 0;; ++attempt) {
     fd = ::shm_open(("/" + name).c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC,
                     0600);
-    if (fd >= 0)
+    if (fd >= 0) {
+      struct stat st {};
+      if (opts.track && ::fstat(fd, &st) == 0)
+        tell_tracker('C', name, st.st_ino);
       break;
+    }
     int err = errno;
     if (opts.track)
-      tell_tracker('U', name); // not ours: the tracker must not remove it
+      tell_tracker('A', name); // not ours: the tracker must not remove it
     if (err == EEXIST && made_up && attempt < 8) {
       name = fresh_name();
       if (opts.track)
-        tell_tracker('R', name);
+        tell_tracker('R', name, inode_of(name));
       continue;
     }
     throw_for(err, "cannot create", name);

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <poll.h>
 #include <stdexcept>
+#include <string>
 
 namespace pactor {
 
@@ -114,6 +115,10 @@ std::vector<std::size_t> wait(std::span<const waitable> objects,
       } else {
         is_ready = (ev & (POLLIN | POLLHUP | POLLERR)) != 0;
       }
+      if ((ev & POLLNVAL) != 0)
+        throw std::invalid_argument(
+          "pactor::wait: object " + std::to_string(i)
+          + " has a closed fd (a process or connection that is gone?)");
       if (is_ready && std::find(ready.begin(), ready.end(), i) == ready.end())
         ready.push_back(i);
     }

@@ -38,6 +38,15 @@ void consume_at_crash_point(pactor::mailbox<int> box, int point,
   }
 }
 
+// Receives one message and acks it, then holds on until told.
+void receive_one_and_hold(pactor::mailbox<int> box, pactor::queue<int> done,
+                          pactor::queue<int> go) {
+  (void)box.receive(10s);
+  box.ack();
+  done.put(1);
+  (void)go.get(10s);
+}
+
 } // namespace
 
 BOOST_FIXTURE_TEST_SUITE(mailboxes, pactor_test::no_leftovers)
@@ -191,6 +200,22 @@ BOOST_AUTO_TEST_CASE(a_message_redelivered_again_counts_every_delivery) {
   BOOST_CHECK_EQUAL(l.value, 7);
   BOOST_CHECK_EQUAL(l.delivery, 4U);
   BOOST_CHECK(l.redelivered());
+  box.ack();
+}
+
+BOOST_AUTO_TEST_CASE(a_second_live_consumer_is_refused_until_the_first_exits) {
+  pactor::mailbox<int> box;
+  pactor::queue<int> done;
+  pactor::queue<int> go;
+  box.put(1);
+  box.put(2);
+  pactor::process p(pactor::with_fork, receive_one_and_hold, box, done, go);
+  p.start();
+  (void)done.get(10s);
+  BOOST_CHECK_THROW((void)box.receive(1s), std::logic_error);
+  go.put(1);
+  BOOST_REQUIRE(p.join(10s));
+  BOOST_CHECK_EQUAL(box.receive(1s).value, 2);
   box.ack();
 }
 

@@ -67,6 +67,27 @@ void create_and_report(pactor::queue<std::string> names, bool track,
   (void)hold.get(10s); // the parent kills us, or lets us exit
 }
 
+// Creates `name`, tries to create it again (refused), then exits.
+void create_twice_and_exit(std::string name) {
+  auto m = pactor::shared_memory::create(64, name);
+  try {
+    (void)pactor::shared_memory::create(64, name);
+  } catch (const std::system_error&) {
+    return;
+  }
+  pactor::exit(3);
+}
+
+// Creates `name`, then `name`_marker (tracked after it, in a fresh tracker:
+// the tracker looks at its slots in that order), then waits for the go.
+void create_and_wait(std::string name, pactor::queue<int> created,
+                     pactor::queue<int> go) {
+  auto m = pactor::shared_memory::create(64, name);
+  auto marker = pactor::shared_memory::create(64, name + "_marker");
+  created.put(1);
+  (void)go.get(10s);
+}
+
 } // namespace
 
 BOOST_FIXTURE_TEST_SUITE(shared_memories, pactor_test::no_leftovers)
@@ -163,6 +184,33 @@ BOOST_AUTO_TEST_CASE(an_untracked_segment_outlives_its_creator) {
   auto again = pactor::shared_memory::attach(name);
   BOOST_CHECK_EQUAL(std::memcmp(again.buf().data(), "left", 4), 0);
   again.unlink();
+}
+
+BOOST_AUTO_TEST_CASE(a_refused_second_create_keeps_the_first_one_tracked) {
+  const std::string name = "pactor_test_twice";
+  pactor::process p(pactor::with_fork, create_twice_and_exit, name);
+  p.start();
+  BOOST_REQUIRE(p.join(10s));
+  BOOST_CHECK_EQUAL(p.exitcode().value(), 0);
+  BOOST_CHECK(wait_until_removed(name, 10s));
+}
+
+BOOST_AUTO_TEST_CASE(a_name_unlinked_and_created_again_is_not_removed_later) {
+  const std::string name = "pactor_test_recreated";
+  pactor::queue<int> created;
+  pactor::queue<int> go;
+  pactor::process p(pactor::with_spawn, create_and_wait, name, created, go);
+  p.start();
+  (void)created.get(10s);
+  pactor::shared_memory::attach(name).unlink();
+  auto mine = pactor::shared_memory::create(64, name, {.track = false});
+  go.put(1);
+  BOOST_REQUIRE(p.join(10s));
+  // Once the marker is gone, the child's tracker has looked at `name` too,
+  // and left it: the segment now under that name is another one.
+  BOOST_REQUIRE(wait_until_removed(name + "_marker", 10s));
+  BOOST_CHECK(exists(name));
+  mine.unlink();
 }
 
 BOOST_AUTO_TEST_SUITE_END()

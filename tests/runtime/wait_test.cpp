@@ -138,6 +138,31 @@ BOOST_AUTO_TEST_CASE(two_threads_waiting_on_one_queue_are_both_woken) {
   BOOST_CHECK_EQUAL(woken.load(), 2);
 }
 
+BOOST_AUTO_TEST_CASE(a_closed_fd_is_an_error_not_a_spin) {
+  int fds[2];
+  BOOST_REQUIRE(::pipe(fds) == 0);
+  auto w = pactor::waitable::readable_fd(fds[0]);
+  ::close(fds[0]);
+  ::close(fds[1]);
+  BOOST_CHECK_THROW((void)pactor::wait({w}, 1s), std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(padding_alone_is_not_ready) {
+  // 4 KiB ring: A, B, take A; a try_put of C (too big for the room left)
+  // publishes the padding up to the end alone and gives up; take B: the
+  // ring now holds only that padding.
+  pactor::queue<std::string> q(0, {.capacity_bytes = 4096});
+  q.put(std::string(2000, 'a'));
+  q.put(std::string(1500, 'b'));
+  (void)q.get(1s);
+  BOOST_CHECK(!q.try_put(std::string(2500, 'c')));
+  BOOST_CHECK_EQUAL(q.get(1s).size(), 1500U);
+  BOOST_CHECK(pactor::wait({q}, 0s).empty());
+  q.put(std::string(2500, 'c'));
+  BOOST_CHECK(pactor::wait({q}, 0s) == (indices{0}));
+  BOOST_CHECK_EQUAL(q.get(1s).size(), 2500U);
+}
+
 BOOST_AUTO_TEST_CASE(misuse_is_reported) {
   pactor::process never_started([] {});
   BOOST_CHECK_THROW((void)pactor::wait({never_started}, 0s),

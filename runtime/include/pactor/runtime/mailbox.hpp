@@ -143,6 +143,7 @@ private:
 
   void put_until(const T& value, detail::wait_limit limit) {
     auto size = packed_size(value);
+    detail::check_message_size(size);
     auto write = [&](std::byte* dst) { pack_into(value, {dst, size}); };
     switch (ring_.put(size, write, limit)) {
     case detail::ring_status::ok:

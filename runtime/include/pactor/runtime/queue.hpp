@@ -16,6 +16,18 @@
 
 namespace pactor {
 
+namespace detail {
+/// Refuses a message that no receiver would accept (decode_limits'
+/// max_payload, 64 MiB by default): the sender learns it, not the receiver.
+inline void check_message_size(std::size_t size) {
+  if (size > decode_limits{}.max_payload)
+    throw std::length_error("pactor: a message of " + std::to_string(size)
+                            + " bytes is over the limit receivers accept ("
+                            + std::to_string(decode_limits{}.max_payload)
+                            + " bytes)");
+}
+} // namespace detail
+
 /// Base of the queue outcomes a caller handles.
 class queue_error : public std::runtime_error {
 public:
@@ -172,6 +184,7 @@ protected:
 private:
   void put_until(const T& value, detail::wait_limit limit) {
     auto size = packed_size(value);
+    detail::check_message_size(size);
     auto write = [&](std::byte* dst) { pack_into(value, {dst, size}); };
     switch (ring_.put(size, write, limit)) {
     case detail::ring_status::ok:

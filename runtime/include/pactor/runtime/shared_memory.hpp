@@ -1,6 +1,7 @@
 // Named shared memory (Python's multiprocessing.shared_memory.SharedMemory):
 // a segment in /dev/shm that unrelated processes attach to by name, removed
-// when its creator's process tree has ended, even after a crash.
+// when the process that created it exits without unlinking it, even after a
+// crash. See docs/design/shared_memory.md.
 
 #pragma once
 
@@ -14,14 +15,15 @@ namespace pactor {
 
 /// Options for shared_memory::create.
 struct shared_memory_options {
-  /// Registers the segment with this process tree's resource tracker, which
-  /// removes it once every process that holds the tracker has exited (also
-  /// when they crash). false: the segment lives until someone unlinks it.
+  /// Registers the segment with the resource tracker, which removes it when
+  /// the creating process exits without unlink() (also when it crashes).
+  /// false: the segment lives until someone unlinks it.
   bool track = true;
 };
 
 /// A named shared memory segment, mapped read-write. The mapping stays valid
-/// after unlink() (as with any file), until close() or destruction.
+/// after unlink() (as with any file), until close() or destruction. Copies
+/// of a shared_memory share one mapping.
 ///
 /// Example:
 ///
@@ -50,7 +52,8 @@ public:
   /// The mapped bytes (empty after close()).
   [[nodiscard]] std::span<std::byte> buf() const noexcept;
 
-  /// Unmaps this handle's view (other handles and processes keep theirs).
+  /// Unmaps the mapping (shared by the copies of this handle; other handles
+  /// from attach() and other processes keep theirs).
   void close() noexcept;
   /// Removes the name (the memory goes once nobody maps it) and stops
   /// tracking it. Throws std::system_error (ENOENT) if it is already gone.

@@ -61,8 +61,10 @@ private:
 
 /// Waits until at least one of `objects` is ready, or the limit passes;
 /// returns the indices of the ready ones (ascending; empty on timeout).
-/// No system call when one is ready at once; a sleeping waiter is woken by
-/// the put, send or exit that makes an object ready.
+/// With only queues and mailboxes, no system call when one is ready at once;
+/// a sleeping waiter is woken by the put, send or exit that makes an object
+/// ready. Throws std::invalid_argument for a process not started or an fd
+/// that is closed.
 std::vector<std::size_t> wait(std::span<const waitable> objects,
                               detail::wait_limit limit);
 

@@ -126,7 +126,9 @@ public:
   ring_status get(fn_ref<void(std::span<const std::byte>)> read,
                   wait_limit limit);
 
-  /// Mailbox (single consumer): hands the oldest record to `read` in place
+  /// Mailbox (one consumer process at a time: the first peek claims the
+  /// mailbox; std::logic_error while another live process holds it; the
+  /// claim passes on when it exits): hands the oldest record to `read` in place
   /// with its delivery count (1, or more when an earlier consumer received
   /// it and died before ack()), and keeps it until ack(). Blocks while
   /// empty. Throws unacknowledged if the previous record was not acked.
@@ -212,6 +214,7 @@ private:
   void read_side(std::span<const std::byte> ref,
                  fn_ref<void(std::span<const std::byte>)> read);
   void dequeue_side(std::span<const std::byte> ref) noexcept;
+  void claim_consumer();
 
   std::shared_ptr<segment> seg_;
   std::shared_ptr<ring_sockets> socks_;
@@ -225,6 +228,7 @@ private:
   std::uint64_t lost_seen_ = 0; // lost tasks this handle has reported
   std::uint64_t peeked_next_ = 0; // mailbox: head after the peeked record
   bool peeked_ = false;           // mailbox: a record awaits ack()
+  pid_t consumer_pid_ = 0;        // mailbox: this process holds the claim
   bool peeked_side_ = false;
   std::uint64_t peeked_side_id_ = 0;
 };
