@@ -73,6 +73,19 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
+// The Dekker fence between a commit (store) and the sleepers check (load),
+// right after a robust mutex unlock. glibc unlocks a robust mutex with an
+// atomic exchange, on x86 a locked instruction, which already orders every
+// earlier store before every later load: the fence would only repeat it.
+// Elsewhere (and under ThreadSanitizer, which models fences) it is kept.
+inline void fence_after_unlock() noexcept {
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(__SANITIZE_THREAD__)
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+#else
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+}
+
 int spinner_limit() {
   static const int limit = [] {
     auto n = static_cast<int>(std::thread::hardware_concurrency());
@@ -689,7 +702,7 @@ ring_status ring::put_record(std::size_t size, std::uint32_t kind,
     }
     guard.unlock();
     if (!wait) {
-      std::atomic_thread_fence(std::memory_order_seq_cst);
+      fence_after_unlock();
       wake_readers();
       return ring_status::ok;
     }
@@ -770,7 +783,7 @@ ring_status ring::get(fn_ref<void(std::span<const std::byte>)> read,
       if (slot != nullptr)
         slot->gets_word.store((gets + 1) << 1, std::memory_order_release);
       guard.unlock();
-      std::atomic_thread_fence(std::memory_order_seq_cst);
+      fence_after_unlock();
       wake_sleepers(&h_->not_full);
       return ring_status::ok;
     }
