@@ -37,7 +37,6 @@ int main(int argc, char** argv) {
   try {
     (void)pactor::shared_memory::attach(shm.name());
   } catch (const std::system_error& e) {
-    std::printf("after unlink, attach fails: %s\n",
-                e.code().message().c_str());
+    std::printf("after unlink, attach fails: %s\n", e.code().message().c_str());
   }
 }

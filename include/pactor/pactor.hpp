@@ -3,5 +3,6 @@
 
 #pragma once
 
+#include <pactor/actors/actors.hpp>
 #include <pactor/runtime/runtime.hpp>
 #include <pactor/serialization/codec.hpp>

@@ -77,6 +77,7 @@ struct packed_target {
   function_ref trampoline;
   function_ref function;
   std::vector<std::byte> args;
+  MSGPACK_DEFINE(trampoline, function, args)
 };
 
 /// True for a function pointer, a function, or a captureless (non-generic)

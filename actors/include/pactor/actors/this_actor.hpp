@@ -1,0 +1,89 @@
+// What code running inside an actor uses: its own address, sending,
+// requesting, timers, links, monitors, stopping and changing behaviour.
+
+#pragma once
+
+#include <pactor/actors/detail/core.hpp>
+#include <pactor/actors/exit_reason.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace pactor::this_actor {
+
+/// This actor's address. std::logic_error outside an actor.
+actor_ref self();
+/// The sender of the message being handled (actor_ref{} if none).
+actor_ref sender();
+/// How often the message being handled was delivered (1: first time; more
+/// after earlier incarnations died handling it).
+std::uint32_t delivery();
+/// Which start of this actor this is (1, 2, ...).
+std::uint32_t incarnation();
+
+template <class T>
+void send(actor_ref to, const T& msg) {
+  detail::send_message(to, self(), msg, 0, 0);
+}
+
+/// A blocking request from inside a handler (the actor handles nothing
+/// else meanwhile).
+template <class R, class T, class Rep, class Period>
+R request(actor_ref to, const T& msg,
+          std::chrono::duration<Rep, Period> timeout) {
+  return detail::request<R>(to, msg, detail::wait_limit::after(timeout));
+}
+
+template <class A, class... Args>
+actor_ref spawn(Args&&... args) {
+  return detail::spawn_class<A>(std::string(), std::forward<Args>(args)...);
+}
+template <class... P, class... Args>
+actor_ref spawn(behavior (*fn)(P...), Args&&... args) {
+  return detail::spawn_fn(std::string(), fn, std::forward<Args>(args)...);
+}
+
+/// Stops after the message being handled (reason normal).
+void stop();
+/// Replaces the behaviour from the next message on.
+void become(behavior b);
+
+namespace detail_timer {
+void add(actor_ref to, std::chrono::nanoseconds delay, type_tag_t type,
+         std::vector<std::byte> bytes);
+}
+
+/// Sends `msg` to `to` after `delay` (from this actor; the timer dies with
+/// this incarnation).
+template <class T, class Rep, class Period>
+void send_after(actor_ref to, std::chrono::duration<Rep, Period> delay,
+                const T& msg) {
+  std::vector<std::byte> bytes;
+  pack_payload(bytes, msg);
+  detail_timer::add(to, std::chrono::ceil<std::chrono::nanoseconds>(delay),
+                    type_tag<T>(), std::move(bytes));
+}
+
+/// A message an actor receives when nothing came for its idle timeout.
+struct idle {
+  MSGPACK_DEFINE()
+};
+/// After `timeout` without a message, the actor gets `idle{}` (a handler
+/// for it decides), or stops normally if it has no such handler.
+void set_idle_timeout(std::chrono::milliseconds timeout);
+
+/// Links this actor with `other`: when one ends abnormally, the other ends
+/// too (reason linked), unless it traps exits (then it gets exit_msg).
+void link(actor_ref other);
+void unlink(actor_ref other);
+/// Turns linked deaths into exit_msg messages.
+void trap_exit(bool on);
+/// A down message comes when `who` ends (at once if it has).
+void monitor(actor_ref who);
+
+void register_name(const std::string& name);
+std::optional<actor_ref> whereis(const std::string& name);
+
+} // namespace pactor::this_actor

@@ -1,0 +1,314 @@
+// The loop of an actor process: receive in place, dispatch by type, reply,
+// acknowledge; timers, idle timeout, stop and become. And this_actor.
+
+#include "context.hpp"
+
+#include <pactor/actors/detail/core.hpp>
+#include <pactor/actors/this_actor.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <optional>
+
+namespace pactor {
+
+namespace detail {
+
+namespace {
+
+struct timer {
+  steady::time_point at;
+  actor_ref to;
+  type_tag_t type;
+  std::vector<std::byte> bytes;
+};
+
+// The actor running in this process.
+struct actor_state {
+  bool running = false;
+  pactor::behavior beh;
+  std::optional<pactor::behavior> next;
+  bool stop = false;
+  exit_reason reason;
+  actor_ref sender;
+  std::uint32_t delivery = 0;
+  std::vector<timer> timers;
+  std::chrono::milliseconds idle{0};
+};
+
+actor_state& st() {
+  static actor_state s;
+  return s;
+}
+
+actor_state& running() {
+  auto& s = st();
+  if (!s.running)
+    throw std::logic_error("pactor::this_actor: not inside an actor");
+  return s;
+}
+
+void report_exit(const exit_reason& r) {
+  rpc_request q{rpc_op::exiting, ctx().self_id, 0, {}, {}};
+  pack_payload(q.blob, r);
+  try {
+    call_node(q);
+  } catch (...) { // the node is gone: nobody to tell
+  }
+}
+
+void send_reply(actor_ref to, std::uint64_t request_id, const reply_out& out,
+                std::uint32_t flags) {
+  envelope e{out.type, ctx().self_id, request_id, 0, flag_reply | flags};
+  auto write = [&](std::byte* dst) {
+    std::copy(out.bytes.begin(), out.bytes.end(), dst);
+  };
+  try {
+    deliver(to, e, out.bytes.size(), write);
+  } catch (const std::exception&) {
+    // The requester is gone or its replies ring is full: the reply is lost
+    // with it (it has timed out or ended).
+  }
+}
+
+reply_out error_reply(const std::string& type, const std::string& message) {
+  reply_out out;
+  out.type = type_tag<std::pair<std::string, std::string>>();
+  pack_payload(out.bytes, std::make_pair(type, message));
+  return out;
+}
+
+void dead_letter(actor_ref to, const std::string& why) {
+  try {
+    call_node({rpc_op::dead_letter, to.id(), 0, why, {}});
+  } catch (...) {
+  }
+}
+
+// Handles one record. Exceptions from a tell's handler propagate (the
+// actor ends; the record stays unacknowledged).
+void handle_record(std::span<const std::byte> bytes, std::uint32_t delivery) {
+  auto& s = st();
+  message_view mv;
+  try {
+    mv = read_envelope(bytes);
+  } catch (const std::exception& e) {
+    dead_letter(self_ref(), std::string("a malformed message: ") + e.what());
+    return;
+  }
+  const auto& h = mv.header;
+  s.sender = actor_ref(h.sender);
+  s.delivery = delivery;
+  if ((h.flags & flag_system) != 0) {
+    if (h.type == type_tag<sys_shutdown>()) {
+      s.stop = true;
+      s.reason.kind = exit_kind::shutdown;
+    }
+    return;
+  }
+  if ((h.flags & flag_request) != 0) {
+    reply_out out;
+    std::uint32_t flags = 0;
+    try {
+      if (!s.beh.invoke(h.type, mv.payload, &out)) {
+        out = error_reply("pactor::unknown_message",
+                          "no handler for this message type");
+        flags = flag_error;
+        dead_letter(self_ref(), "a request of a type it has no handler for");
+      }
+    } catch (const std::exception& e) {
+      out = error_reply(current_exception_type(), e.what());
+      flags = flag_error;
+    } catch (...) {
+      out = error_reply(current_exception_type(), "");
+      flags = flag_error;
+    }
+    send_reply(s.sender, h.request_id, out, flags);
+    return;
+  }
+  try {
+    if (!s.beh.invoke(h.type, mv.payload, nullptr)) {
+      if (h.type != type_tag<down>() && h.type != type_tag<exit_msg>())
+        dead_letter(self_ref(), "a message of a type it has no handler for");
+    }
+  } catch (const decode_error& e) {
+    dead_letter(self_ref(), std::string("a message that does not decode: ")
+                              + e.what());
+  }
+}
+
+void fire_timers() {
+  auto& s = st();
+  auto now = steady::now();
+  while (!s.timers.empty()) {
+    auto it = std::min_element(
+      s.timers.begin(), s.timers.end(),
+      [](const timer& a, const timer& b) { return a.at < b.at; });
+    if (it->at > now)
+      break;
+    timer t = std::move(*it);
+    s.timers.erase(it);
+    envelope e{t.type, ctx().self_id, 0, 0, 0};
+    auto write = [&](std::byte* dst) {
+      std::copy(t.bytes.begin(), t.bytes.end(), dst);
+    };
+    try {
+      deliver(t.to, e, t.bytes.size(), write);
+    } catch (const std::exception& ex) {
+      dead_letter(t.to, std::string("a timer message: ") + ex.what());
+    }
+  }
+}
+
+} // namespace
+
+int run_actor(const std::function<std::unique_ptr<actor_impl>()>& make) {
+  auto& s = st();
+  auto& c = ctx();
+  s = actor_state{};
+  s.running = true;
+  std::unique_ptr<actor_impl> impl;
+  try {
+    impl = make();
+    s.beh = impl->make_behavior();
+    impl->on_start();
+  } catch (...) {
+    exit_reason r;
+    r.kind = exit_kind::exception;
+    r.type = current_exception_type();
+    try {
+      throw;
+    } catch (const std::exception& e) {
+      r.message = std::string("while starting: ") + e.what();
+    } catch (...) {
+      r.message = "while starting";
+    }
+    report_exit(r);
+    return 1;
+  }
+  auto last = steady::now();
+  auto handler = [&](std::span<const std::byte> b, std::uint32_t d) {
+    handle_record(b, d);
+  };
+  try {
+    while (!s.stop) {
+      fire_timers();
+      auto st_ = c.mailbox->peek(handler, wait_limit::none());
+      if (st_ == ring_status::timeout) {
+        // Nothing now: sleep until a message, the next timer or idleness.
+        std::optional<steady::time_point> until;
+        for (auto& t : s.timers)
+          until = until ? std::min(*until, t.at) : t.at;
+        if (s.idle.count() > 0)
+          until = until ? std::min(*until, last + s.idle) : last + s.idle;
+        auto limit = until ? wait_limit::after(*until - steady::now())
+                           : wait_limit::forever();
+        st_ = c.mailbox->peek(handler, limit);
+        if (st_ == ring_status::timeout) {
+          if (s.idle.count() > 0 && steady::now() >= last + s.idle) {
+            last = steady::now();
+            if (s.beh.handles(type_tag<this_actor::idle>()))
+              s.beh.invoke(type_tag<this_actor::idle>(), {}, nullptr);
+            else
+              s.stop = true; // idle with no handler: a normal stop
+          }
+          continue;
+        }
+      }
+      if (st_ == ring_status::closed)
+        break;
+      c.mailbox->ack();
+      last = steady::now();
+      if (s.next) {
+        s.beh = std::move(*s.next);
+        s.next.reset();
+      }
+    }
+    impl->on_stop();
+  } catch (...) {
+    exit_reason r;
+    r.kind = exit_kind::exception;
+    r.type = current_exception_type();
+    try {
+      throw;
+    } catch (const std::exception& e) {
+      r.message = e.what();
+    } catch (...) {
+    }
+    std::fprintf(stderr, "pactor: %s ended: exception %s: %s\n",
+                 self_ref().to_string().c_str(), r.type.c_str(),
+                 r.message.c_str());
+    report_exit(r);
+    return 1;
+  }
+  report_exit(s.reason);
+  return 0;
+}
+
+} // namespace detail
+
+namespace this_actor {
+
+actor_ref self() {
+  detail::running();
+  return detail::self_ref();
+}
+actor_ref sender() {
+  return detail::running().sender;
+}
+std::uint32_t delivery() {
+  return detail::running().delivery;
+}
+std::uint32_t incarnation() {
+  detail::running();
+  return detail::ctx().incarnation;
+}
+void stop() {
+  auto& s = detail::running();
+  s.stop = true;
+  s.reason.kind = exit_kind::normal;
+}
+void become(behavior b) {
+  detail::running().next = std::move(b);
+}
+namespace detail_timer {
+void add(actor_ref to, std::chrono::nanoseconds delay, type_tag_t type,
+         std::vector<std::byte> bytes) {
+  detail::running().timers.push_back(
+    {detail::steady::now() + delay, to, type, std::move(bytes)});
+}
+} // namespace detail_timer
+void set_idle_timeout(std::chrono::milliseconds timeout) {
+  detail::running().idle = timeout;
+}
+void link(actor_ref other) {
+  auto r = detail::call_node(
+    {detail::rpc_op::link, self().id(), other.id(), {}, {}});
+  detail::check_reply(r, "link");
+}
+void unlink(actor_ref other) {
+  detail::call_node({detail::rpc_op::unlink, self().id(), other.id(), {}, {}});
+}
+void trap_exit(bool on) {
+  detail::call_node(
+    {detail::rpc_op::trap_exit, self().id(), on ? 1U : 0U, {}, {}});
+}
+void monitor(actor_ref who) {
+  auto r = detail::call_node(
+    {detail::rpc_op::monitor, self().id(), who.id(), {}, {}});
+  detail::check_reply(r, "monitor");
+}
+void register_name(const std::string& name) {
+  auto r = detail::call_node({detail::rpc_op::reg, self().id(), 0, name, {}});
+  detail::check_reply(r, "register_name");
+}
+std::optional<actor_ref> whereis(const std::string& name) {
+  auto r = detail::call_node({detail::rpc_op::whereis, 0, 0, name, {}});
+  if (r.a == 0)
+    return std::nullopt;
+  return actor_ref(r.a);
+}
+
+} // namespace this_actor
+
+} // namespace pactor

@@ -1,0 +1,208 @@
+// The client side of the actor layer, in every process (root and actors):
+// requests to the node, resolving refs, delivering messages, awaiting
+// replies. See docs/design/actors.md.
+
+#include "context.hpp"
+
+#include <pactor/actors/detail/core.hpp>
+#include <pactor/actors/errors.hpp>
+
+#include <cerrno>
+#include <cstring>
+#include <cxxabi.h>
+#include <memory>
+#include <poll.h>
+#include <random>
+#include <stdexcept>
+#include <sys/socket.h>
+#include <typeinfo>
+
+namespace pactor::detail {
+
+process_context& ctx() {
+  static process_context c;
+  return c;
+}
+
+std::string current_exception_type() {
+  auto* t = abi::__cxa_current_exception_type();
+  if (t == nullptr)
+    return "unknown";
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> name(
+    abi::__cxa_demangle(t->name(), nullptr, nullptr, &status), std::free);
+  return status == 0 && name ? std::string(name.get()) : std::string(t->name());
+}
+
+rpc_reply call_node(const rpc_request& req, std::vector<unique_fd>* fds) {
+  static std::mutex rpc_mu; // one request at a time on the socket
+  std::lock_guard lock(rpc_mu);
+  auto& c = ctx();
+  if (c.node_sock < 0)
+    throw std::logic_error("pactor: no actor system in this process");
+  std::vector<std::byte> out;
+  pack_payload(out, req);
+  int err = send_with_fds(c.node_sock, out, {});
+  if (err != 0)
+    throw actor_system_down("the node process is gone (send: "
+                            + std::string(std::strerror(err)) + ")");
+  // The node answers at once; a minute of silence means it is wedged.
+  if (!poll_in(c.node_sock, 60000))
+    throw actor_system_down("the node process does not answer");
+  std::vector<std::byte> buf(1 << 16);
+  std::vector<unique_fd> got;
+  auto n = recv_with_fds(c.node_sock, buf, got);
+  if (n <= 0)
+    throw actor_system_down("the node process is gone");
+  buf.resize(static_cast<std::size_t>(n));
+  if (fds != nullptr)
+    *fds = std::move(got);
+  return decode_payload<rpc_reply>(buf);
+}
+
+void check_reply(const rpc_reply& r, const char* what) {
+  if (!r.ok)
+    throw std::invalid_argument(std::string("pactor: ") + what + ": "
+                                + r.error);
+}
+
+namespace {
+
+// Resolves `id` (holding ctx().mu) and caches both rings.
+void resolve_locked(std::uint64_t id) {
+  auto& c = ctx();
+  std::vector<unique_fd> fds;
+  auto r = call_node({rpc_op::resolve, id, 0, {}, {}}, &fds);
+  if (!r.ok)
+    throw std::invalid_argument("pactor: " + actor_ref(id).to_string() + ": "
+                                + r.error);
+  if (fds.size() != 6)
+    throw actor_system_down("the node sent a malformed resolve reply");
+  ring_fds m{fds[0].get(), fds[1].get(), fds[2].get()};
+  ring_fds q{fds[3].get(), fds[4].get(), fds[5].get()};
+  c.mailboxes.insert_or_assign(id, ring::attach(m));
+  c.reply_rings.insert_or_assign(id, ring::attach(q));
+}
+
+} // namespace
+
+ring& mailbox_of(std::uint64_t id) {
+  auto& c = ctx();
+  std::lock_guard lock(c.mu);
+  auto it = c.mailboxes.find(id);
+  if (it == c.mailboxes.end()) {
+    resolve_locked(id);
+    it = c.mailboxes.find(id);
+  }
+  return it->second;
+}
+
+ring& replies_of(std::uint64_t id) {
+  auto& c = ctx();
+  std::lock_guard lock(c.mu);
+  auto it = c.reply_rings.find(id);
+  if (it == c.reply_rings.end()) {
+    resolve_locked(id);
+    it = c.reply_rings.find(id);
+  }
+  return it->second;
+}
+
+ring_status put_envelope(ring& r, const envelope& e, std::size_t size,
+                         fn_ref<void(std::byte*)> write, wait_limit limit) {
+  auto total = envelope_header_size + size;
+  auto w = [&](std::byte* dst) {
+    write_envelope_header(dst, e, static_cast<std::uint32_t>(size));
+    write(dst + envelope_header_size);
+  };
+  return r.put(total, w, limit);
+}
+
+actor_ref self_ref() {
+  auto id = ctx().self_id;
+  if (id == 0)
+    throw std::logic_error("pactor: no actor system in this process");
+  return actor_ref(id);
+}
+
+void deliver(actor_ref to, const envelope& e, std::size_t size,
+             fn_ref<void(std::byte*)> write) {
+  if (!to)
+    throw std::invalid_argument("pactor::send: to nobody (an empty actor_ref)");
+  auto& r = (e.flags & flag_reply) != 0 ? replies_of(to.id())
+                                        : mailbox_of(to.id());
+  switch (put_envelope(r, e, size, write,
+                       wait_limit::after(ctx().send_timeout))) {
+  case ring_status::ok:
+    return;
+  case ring_status::timeout:
+    throw queue_full();
+  case ring_status::closed: {
+    auto st = call_node({rpc_op::resolve, to.id(), 0, {}, {}});
+    throw actor_exited(to, st.error);
+  }
+  }
+}
+
+std::mutex& request_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+std::uint64_t next_request_id() {
+  auto& c = ctx();
+  auto n = c.request_counter.fetch_add(1) + 1;
+  if (n == 1) { // first use in this process: a random start, so that ids of
+                // an earlier incarnation are never reused
+    std::random_device rd;
+    auto start = (static_cast<std::uint64_t>(rd()) << 32 | rd()) | 1;
+    c.request_counter.store(start + 1);
+    return start;
+  }
+  return n;
+}
+
+reply_in await_reply(std::uint64_t request_id, wait_limit limit) {
+  auto& c = ctx();
+  if (!c.replies)
+    throw std::logic_error("pactor: no actor system in this process");
+  for (;;) {
+    std::optional<reply_in> match;
+    bool error = false;
+    auto read = [&](std::span<const std::byte> bytes) {
+      auto mv = read_envelope(bytes);
+      if (mv.header.request_id != request_id)
+        return; // a late or duplicate reply: dropped
+      error = (mv.header.flags & flag_error) != 0;
+      match.emplace(reply_in{mv.header.type,
+                             {mv.payload.begin(), mv.payload.end()}});
+    };
+    switch (c.replies->get(read, limit)) {
+    case ring_status::ok:
+      break;
+    case ring_status::timeout:
+      throw timeout_error();
+    case ring_status::closed:
+      throw actor_system_down("this process's reply ring was closed");
+    }
+    if (!match)
+      continue;
+    if (error) {
+      auto [type, message]
+        = decode_payload<std::pair<std::string, std::string>>(match->bytes);
+      throw remote_error(type, message);
+    }
+    return std::move(*match);
+  }
+}
+
+actor_ref spawn_packed(const packed_target& t, const std::string& name) {
+  rpc_request req{rpc_op::spawn, 0, 0, name, {}};
+  pack_payload(req.blob, t);
+  auto r = call_node(req);
+  if (!r.ok)
+    throw std::runtime_error("pactor::spawn: " + r.error);
+  return actor_ref(r.a);
+}
+
+} // namespace pactor::detail

@@ -1,0 +1,66 @@
+// Per-process state of the actor layer: the connection to the node, this
+// process's own rings, and the rings of other actors resolved so far.
+
+#pragma once
+
+#include "protocol.hpp"
+
+#include <pactor/actors/actor_ref.hpp>
+#include <pactor/actors/behavior.hpp>
+#include <pactor/runtime/detail/ring.hpp>
+
+#include "internal.hpp" // runtime internals (unique_fd, ...)
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+namespace pactor::detail {
+
+struct process_context {
+  std::mutex mu; // the node socket and the caches
+  int node_sock = -1;
+  std::uint64_t self_id = 0;
+  std::uint32_t incarnation = 0;
+  std::optional<ring> mailbox; // this process's own
+  std::optional<ring> replies;
+  std::unordered_map<std::uint64_t, ring> mailboxes; // of others
+  std::unordered_map<std::uint64_t, ring> reply_rings;
+  std::atomic<std::uint64_t> request_counter{0};
+  std::chrono::milliseconds send_timeout{10000};
+};
+
+process_context& ctx();
+
+/// One request to the node and its reply (fds attached to the reply land in
+/// `fds`). Throws actor_system_down when the node is gone or silent.
+rpc_reply call_node(const rpc_request& req,
+                    std::vector<unique_fd>* fds = nullptr);
+
+/// Throws std::runtime_error with the node's error text if !r.ok.
+void check_reply(const rpc_reply& r, const char* what);
+
+/// The mailbox / replies ring of actor `id`, resolved through the node
+/// once and cached. Holds ctx().mu while resolving.
+ring& mailbox_of(std::uint64_t id);
+ring& replies_of(std::uint64_t id);
+
+/// Puts an envelope and payload into `r`.
+ring_status put_envelope(ring& r, const envelope& e, std::size_t size,
+                         fn_ref<void(std::byte*)> write, wait_limit limit);
+
+/// Starts the node process; returns the root's end of its socket and fills
+/// `node` with the process.
+struct node_handle;
+
+/// The node's main loop (in the node process).
+int node_main(int root_sock, std::int64_t shutdown_timeout_ms);
+
+/// Demangled name of the exception being handled.
+std::string current_exception_type();
+
+} // namespace pactor::detail

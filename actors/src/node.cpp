@@ -1,0 +1,576 @@
+// The node process: forks every actor, holds every mailbox's fds, reaps the
+// actors, keeps the process table, monitors, links and names, and stops
+// everything at shutdown. Single-threaded. See docs/design/actors.md.
+
+#include "context.hpp"
+
+#include <pactor/actors/detail/core.hpp>
+#include <pactor/actors/exit_reason.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <fcntl.h>
+#include <map>
+#include <poll.h>
+#include <set>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace pactor::detail {
+
+namespace {
+
+constexpr std::uint64_t root_id = 1;
+
+// Owned copies of a ring's three fds (the node does not map the rings).
+struct held_ring {
+  std::array<unique_fd, 3> fds;
+  static held_ring make(const ring_options& opts) {
+    auto r = ring::create(opts);
+    held_ring h;
+    auto f = r.fds();
+    for (int i = 0; i < 3; ++i)
+      h.fds[static_cast<std::size_t>(i)].reset(
+        ::fcntl(f[static_cast<std::size_t>(i)], F_DUPFD_CLOEXEC, 3));
+    return h;
+  }
+  [[nodiscard]] ring_fds raw() const noexcept {
+    return {fds[0].get(), fds[1].get(), fds[2].get()};
+  }
+};
+
+struct actor_rec {
+  std::uint64_t id = 0;
+  std::string name;
+  pid_t pid = 0;
+  unique_fd pidfd;
+  unique_fd ctl; // the node's end of the actor's control socket
+  held_ring mailbox;
+  held_ring replies;
+  bool alive = false;
+  std::uint32_t incarnation = 0;
+  std::optional<exit_reason> reported; // what the actor said before exiting
+  std::optional<exit_reason> imposed;  // killed / linked, set by the node
+  exit_reason last;                    // the reason of the last death
+  std::set<std::uint64_t> monitors;    // watchers
+  std::set<std::uint64_t> links;
+  bool traps_exit = false;
+  std::optional<steady::time_point> kill_at; // stop(): SIGKILL then
+};
+
+struct node_state {
+  int root_sock = -1;
+  std::chrono::milliseconds shutdown_timeout{5000};
+  std::map<std::uint64_t, actor_rec> actors; // by id; ids grow: start order
+  std::map<std::string, std::uint64_t> names;
+  std::uint64_t next_id = root_id + 1;
+  std::uint64_t dead_letters = 0;
+  pid_t node_pid = 0;
+  bool stopping = false;
+};
+
+int pidfd_open(pid_t pid) {
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
+
+void send_signal(const actor_rec& a, int sig) {
+  if (a.pidfd)
+    ::syscall(SYS_pidfd_send_signal, a.pidfd.get(), sig, nullptr, 0);
+}
+
+void reply(int sock, const rpc_reply& r, std::span<const int> fds = {}) {
+  std::vector<std::byte> out;
+  pack_payload(out, r);
+  send_with_fds(sock, out, fds);
+}
+
+// Puts a system-originated message into `to`'s mailbox without waiting: the
+// node never blocks on a full mailbox (it counts a dead letter instead).
+template <class T>
+void node_deliver(node_state& n, actor_rec& to, const T& msg,
+                  std::uint32_t flags = 0) {
+  try {
+    auto r = ring::attach(to.mailbox.raw());
+    auto size = packed_size(msg);
+    envelope e{type_tag<T>(), 0, 0, 0, flags};
+    auto write = [&](std::byte* dst) { pack_into(msg, {dst, size}); };
+    if (put_envelope(r, e, size, write, wait_limit::none()) != ring_status::ok) {
+      ++n.dead_letters;
+      std::fprintf(stderr, "pactor: node: %s could not take a system "
+                           "message (mailbox full or closed): dead letter\n",
+                   actor_ref(to.id).to_string().c_str());
+    }
+  } catch (const std::exception& e) {
+    ++n.dead_letters;
+    std::fprintf(stderr, "pactor: node: delivery to %s failed: %s\n",
+                 actor_ref(to.id).to_string().c_str(), e.what());
+  }
+}
+
+[[noreturn]] void run_child(node_state& n, actor_rec& a, int actor_end,
+                            const packed_target& t) {
+  std::vector<int> keep{actor_end};
+  for (const auto& f : a.mailbox.fds)
+    keep.push_back(f.get());
+  for (const auto& f : a.replies.fds)
+    keep.push_back(f.get());
+  std::sort(keep.begin(), keep.end());
+  prepare_child({n.node_pid, true, keep, keep, false});
+  ::signal(SIGINT, SIG_IGN); // Ctrl-C: the node decides the order
+  std::string name = a.name.empty() ? "actor-" + std::to_string(a.id) : a.name;
+  become_child(name, false, {"pactor-node", n.node_pid, false}, {});
+  auto& c = ctx();
+  c.node_sock = actor_end;
+  c.self_id = a.id;
+  c.incarnation = a.incarnation;
+  c.mailboxes.clear();
+  c.reply_rings.clear();
+  c.request_counter.store(0);
+  int code = 1;
+  try {
+    c.mailbox.emplace(ring::attach(a.mailbox.raw()));
+    c.replies.emplace(ring::attach(a.replies.raw()));
+    auto tramp = reinterpret_cast<trampoline_fn>(
+      resolve_function_ref(t.trampoline));
+    auto fn = resolve_function_ref(t.function);
+    code = tramp(fn, t.args);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pactor: actor %s could not start: %s\n",
+                 actor_ref(a.id).to_string().c_str(), e.what());
+    code = 125;
+  }
+  child_exit(code);
+}
+
+rpc_reply spawn_actor(node_state& n, const rpc_request& req) {
+  auto t = decode_payload<packed_target>(req.blob);
+  actor_rec a;
+  a.id = n.next_id++;
+  a.name = req.name;
+  a.incarnation = 1;
+  a.mailbox = held_ring::make({});
+  a.replies = held_ring::make({std::size_t{1} << 18, 0, false});
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+    return {false, 0, 0, "socketpair failed", {}};
+  std::fflush(nullptr);
+  auto& rec = n.actors[a.id];
+  rec = std::move(a);
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(sv[0]);
+    ::close(sv[1]);
+    n.actors.erase(rec.id);
+    return {false, 0, 0, "fork failed", {}};
+  }
+  if (pid == 0) {
+    ::close(sv[0]);
+    run_child(n, rec, sv[1], t);
+  }
+  ::close(sv[1]);
+  rec.ctl.reset(sv[0]);
+  rec.pid = pid;
+  rec.pidfd.reset(pidfd_open(pid));
+  rec.alive = true;
+  return {true, rec.id, static_cast<std::uint64_t>(pid), {}, {}};
+}
+
+void close_mailbox(actor_rec& a) {
+  try {
+    ring::attach(a.mailbox.raw()).close();
+  } catch (...) {
+  }
+}
+
+void deliver_down(node_state& n, std::uint64_t watcher, const actor_rec& dead) {
+  auto it = n.actors.find(watcher);
+  if (it == n.actors.end())
+    return;
+  if (!it->second.alive && watcher != root_id)
+    return;
+  node_deliver(n, it->second, down{actor_ref(dead.id), dead.last});
+}
+
+void on_death(node_state& n, actor_rec& a, int status) {
+  exit_reason r;
+  if (a.imposed) {
+    r = *a.imposed;
+  } else if (a.reported) {
+    r = *a.reported;
+  } else if (WIFEXITED(status)) {
+    r.kind = WEXITSTATUS(status) == 0 ? exit_kind::normal : exit_kind::exit_code;
+    r.code = WEXITSTATUS(status);
+  } else if (WIFSIGNALED(status)) {
+    r.kind = exit_kind::signal;
+    r.code = WTERMSIG(status);
+    r.core_dumped = WCOREDUMP(status);
+  }
+  r.incarnation = a.incarnation;
+  a.last = r;
+  a.alive = false;
+  a.kill_at.reset();
+  a.pidfd.reset();
+  a.ctl.reset();
+  close_mailbox(a);
+  for (auto it = n.names.begin(); it != n.names.end();)
+    it = it->second == a.id ? n.names.erase(it) : std::next(it);
+  auto watchers = std::move(a.monitors);
+  a.monitors.clear();
+  for (auto w : watchers)
+    deliver_down(n, w, a);
+  auto linked = std::move(a.links);
+  a.links.clear();
+  for (auto other : linked) {
+    auto it = n.actors.find(other);
+    if (it == n.actors.end() || !it->second.alive)
+      continue;
+    auto& b = it->second;
+    b.links.erase(a.id);
+    if (r.is_normal())
+      continue;
+    if (b.traps_exit) {
+      node_deliver(n, b, exit_msg{actor_ref(a.id), r});
+    } else if (!b.imposed) {
+      exit_reason lr;
+      lr.kind = exit_kind::linked;
+      lr.other = a.id;
+      lr.message = r.to_string();
+      b.imposed = lr;
+      send_signal(b, SIGKILL);
+    }
+  }
+}
+
+void reap(node_state& n, actor_rec& a) {
+  int status = 0;
+  while (::waitpid(a.pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  on_death(n, a, status);
+}
+
+rpc_reply handle(node_state& n, std::uint64_t from, const rpc_request& q,
+                 std::vector<int>& fds_out) {
+  auto find = [&](std::uint64_t id) -> actor_rec* {
+    auto it = n.actors.find(id);
+    return it == n.actors.end() ? nullptr : &it->second;
+  };
+  switch (q.op) {
+  case rpc_op::hello:
+    return {true, from, 0, {}, {}};
+  case rpc_op::spawn:
+    if (n.stopping)
+      return {false, 0, 0, "the actor system is shutting down", {}};
+    return spawn_actor(n, q);
+  case rpc_op::resolve: {
+    auto* a = find(q.a);
+    if (a == nullptr)
+      return {false, 0, 0, "no such actor", {}};
+    for (const auto& f : a->mailbox.fds)
+      fds_out.push_back(f.get());
+    for (const auto& f : a->replies.fds)
+      fds_out.push_back(f.get());
+    bool alive = a->alive || a->id == root_id;
+    return {true, a->id, alive ? 1U : 0U,
+            alive ? std::string() : a->last.to_string(), {}};
+  }
+  case rpc_op::monitor: {
+    auto* t = find(q.b);
+    if (t == nullptr)
+      return {false, 0, 0, "no such actor", {}};
+    if (t->alive)
+      t->monitors.insert(q.a);
+    else
+      deliver_down(n, q.a, *t);
+    return {};
+  }
+  case rpc_op::demonitor:
+    if (auto* t = find(q.b))
+      t->monitors.erase(q.a);
+    return {};
+  case rpc_op::link: {
+    auto* a = find(q.a);
+    auto* b = find(q.b);
+    if (a == nullptr || b == nullptr)
+      return {false, 0, 0, "no such actor", {}};
+    if (!b->alive) { // linking to the dead: its death reaches us now
+      if (!b->last.is_normal() && a->alive) {
+        if (a->traps_exit) {
+          node_deliver(n, *a, exit_msg{actor_ref(b->id), b->last});
+        } else {
+          exit_reason lr;
+          lr.kind = exit_kind::linked;
+          lr.other = b->id;
+          lr.message = b->last.to_string();
+          a->imposed = lr;
+          send_signal(*a, SIGKILL);
+        }
+      }
+      return {};
+    }
+    a->links.insert(b->id);
+    b->links.insert(a->id);
+    return {};
+  }
+  case rpc_op::unlink:
+    if (auto* a = find(q.a))
+      a->links.erase(q.b);
+    if (auto* b = find(q.b))
+      b->links.erase(q.a);
+    return {};
+  case rpc_op::trap_exit:
+    if (auto* a = find(q.a))
+      a->traps_exit = q.b != 0;
+    return {};
+  case rpc_op::reg: {
+    auto* a = find(q.a);
+    if (a == nullptr || (!a->alive && a->id != root_id))
+      return {false, 0, 0, "no such live actor", {}};
+    if (q.name.empty())
+      return {false, 0, 0, "an empty name", {}};
+    auto [it, fresh] = n.names.emplace(q.name, q.a);
+    if (!fresh && it->second != q.a)
+      return {false, 0, 0,
+              "the name \"" + q.name + "\" is taken by "
+                + actor_ref(it->second).to_string(),
+              {}};
+    return {};
+  }
+  case rpc_op::unreg:
+    n.names.erase(q.name);
+    return {};
+  case rpc_op::whereis: {
+    auto it = n.names.find(q.name);
+    return {true, it == n.names.end() ? 0 : it->second, 0, {}, {}};
+  }
+  case rpc_op::exiting:
+    if (auto* a = find(from))
+      a->reported = decode_payload<exit_reason>(q.blob);
+    return {};
+  case rpc_op::stop: {
+    auto* a = find(q.a);
+    if (a != nullptr && a->alive) {
+      node_deliver(n, *a, sys_shutdown{}, flag_system);
+      a->kill_at = steady::now() + n.shutdown_timeout;
+    }
+    return {};
+  }
+  case rpc_op::kill: {
+    auto* a = find(q.a);
+    if (a != nullptr && a->alive) {
+      if (!a->imposed) {
+        exit_reason k;
+        k.kind = exit_kind::killed;
+        a->imposed = k;
+      }
+      send_signal(*a, SIGKILL);
+    }
+    return {};
+  }
+  case rpc_op::dead_letter:
+    ++n.dead_letters;
+    std::fprintf(stderr, "pactor: dead letter to %s: %s\n",
+                 actor_ref(q.a).to_string().c_str(), q.name.c_str());
+    return {};
+  case rpc_op::stats: {
+    std::uint64_t live = 0;
+    for (auto& [id, a] : n.actors)
+      live += a.alive ? 1 : 0;
+    return {true, live, n.dead_letters, {}, {}};
+  }
+  case rpc_op::shutdown:
+    break; // handled by the loop
+  }
+  return {false, 0, 0, "unknown request", {}};
+}
+
+// Stops every live actor in reverse start order: the shutdown message, then
+// SIGKILL after the timeout. Returns whether all stopped in time.
+bool stop_all(node_state& n) {
+  n.stopping = true;
+  bool clean = true;
+  for (auto it = n.actors.rbegin(); it != n.actors.rend(); ++it) {
+    auto& a = it->second;
+    if (!a.alive || a.id == root_id)
+      continue;
+    node_deliver(n, a, sys_shutdown{}, flag_system);
+    pollfd p{a.pidfd.get(), POLLIN, 0};
+    auto deadline = steady::now() + n.shutdown_timeout;
+    for (;;) {
+      // Keep answering the actor's own requests (its exit report) meanwhile.
+      pollfd two[2] = {p, {a.ctl.get(), POLLIN, 0}};
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - steady::now())
+                    .count();
+      if (left <= 0)
+        break;
+      if (::poll(two, a.ctl ? 2 : 1, static_cast<int>(left)) < 0
+          && errno != EINTR)
+        break;
+      if ((two[0].revents & POLLIN) != 0)
+        break;
+      if (a.ctl && (two[1].revents & (POLLIN | POLLHUP)) != 0) {
+        std::vector<std::byte> buf(1 << 16);
+        std::vector<unique_fd> ignored;
+        auto got = recv_with_fds(a.ctl.get(), buf, ignored);
+        if (got <= 0) {
+          a.ctl.reset();
+          continue;
+        }
+        buf.resize(static_cast<std::size_t>(got));
+        std::vector<int> fds;
+        auto r = handle(n, a.id, decode_payload<rpc_request>(buf), fds);
+        reply(a.ctl.get(), r, fds);
+      }
+    }
+    if (!poll_in(a.pidfd.get(), 0)) {
+      clean = false;
+      exit_reason k;
+      k.kind = exit_kind::killed;
+      k.message = "did not stop within the shutdown timeout";
+      a.imposed = k;
+      send_signal(a, SIGKILL);
+    }
+    reap(n, a);
+  }
+  return clean;
+}
+
+} // namespace
+
+int node_main(int root_sock, std::int64_t shutdown_timeout_ms) {
+  ::prctl(PR_SET_NAME, "pactor-node");
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  node_state n;
+  n.root_sock = root_sock;
+  n.shutdown_timeout = std::chrono::milliseconds(shutdown_timeout_ms);
+  n.node_pid = ::getpid();
+  sigset_t sigs;
+  ::sigemptyset(&sigs);
+  ::sigaddset(&sigs, SIGINT);
+  ::sigaddset(&sigs, SIGTERM);
+  ::sigaddset(&sigs, SIGCHLD);
+  ::sigprocmask(SIG_BLOCK, &sigs, nullptr);
+  unique_fd sigfd(::signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK));
+  // The root's endpoint: a mailbox and a replies ring like an actor's.
+  auto& root = n.actors[root_id];
+  root.id = root_id;
+  root.name = "root";
+  root.mailbox = held_ring::make({});
+  root.replies = held_ring::make({std::size_t{1} << 18, 0, false});
+  bool clean = true;
+  for (;;) {
+    std::vector<pollfd> fds;
+    std::vector<std::pair<std::uint64_t, int>> what; // (id, 0 ctl / 1 pidfd)
+    fds.push_back({sigfd.get(), POLLIN, 0});
+    fds.push_back({n.root_sock, POLLIN, 0});
+    int timeout = -1;
+    auto now = steady::now();
+    for (auto& [id, a] : n.actors) {
+      if (a.ctl) {
+        fds.push_back({a.ctl.get(), POLLIN, 0});
+        what.emplace_back(id, 0);
+      }
+      if (a.alive && a.pidfd) {
+        fds.push_back({a.pidfd.get(), POLLIN, 0});
+        what.emplace_back(id, 1);
+      }
+      if (a.kill_at) {
+        auto ms = std::chrono::ceil<std::chrono::milliseconds>(*a.kill_at - now)
+                    .count();
+        ms = std::max<std::int64_t>(ms, 0);
+        timeout = timeout < 0 ? static_cast<int>(ms)
+                              : std::min(timeout, static_cast<int>(ms));
+      }
+    }
+    if (::poll(fds.data(), fds.size(), timeout) < 0 && errno != EINTR)
+      break;
+    now = steady::now();
+    for (auto& [id, a] : n.actors)
+      if (a.alive && a.kill_at && *a.kill_at <= now) {
+        a.kill_at.reset();
+        exit_reason k;
+        k.kind = exit_kind::killed;
+        k.message = "did not stop within the shutdown timeout";
+        a.imposed = k;
+        send_signal(a, SIGKILL);
+      }
+    if ((fds[0].revents & POLLIN) != 0) {
+      signalfd_siginfo si{};
+      bool stop = false;
+      while (::read(sigfd.get(), &si, sizeof si) == sizeof si)
+        if (si.ssi_signo == SIGINT || si.ssi_signo == SIGTERM)
+          stop = true;
+      if (stop) {
+        clean = stop_all(n);
+        break;
+      }
+    }
+    bool root_gone = false;
+    bool shutdown = false;
+    if ((fds[1].revents & (POLLIN | POLLHUP)) != 0) {
+      std::vector<std::byte> buf(1 << 16);
+      std::vector<unique_fd> ignored;
+      auto got = recv_with_fds(n.root_sock, buf, ignored);
+      if (got <= 0) {
+        root_gone = true;
+      } else {
+        buf.resize(static_cast<std::size_t>(got));
+        auto q = decode_payload<rpc_request>(buf);
+        if (q.op == rpc_op::shutdown) {
+          shutdown = true;
+        } else {
+          std::vector<int> out;
+          auto r = handle(n, root_id, q, out);
+          reply(n.root_sock, r, out);
+        }
+      }
+    }
+    if (root_gone) {
+      clean = stop_all(n);
+      break;
+    }
+    if (shutdown) {
+      clean = stop_all(n);
+      reply(n.root_sock, {clean, 0, 0, {}, {}});
+      break;
+    }
+    for (std::size_t i = 0; i < what.size(); ++i) {
+      auto [id, kind] = what[i];
+      auto ev = fds[i + 2].revents;
+      auto it = n.actors.find(id);
+      if (ev == 0 || it == n.actors.end())
+        continue;
+      auto& a = it->second;
+      if (kind == 0 && a.ctl && (ev & (POLLIN | POLLHUP)) != 0) {
+        std::vector<std::byte> buf(1 << 16);
+        std::vector<unique_fd> ignored;
+        auto got = recv_with_fds(a.ctl.get(), buf, ignored);
+        if (got <= 0) {
+          a.ctl.reset();
+          continue;
+        }
+        buf.resize(static_cast<std::size_t>(got));
+        std::vector<int> out;
+        rpc_reply r;
+        try {
+          r = handle(n, id, decode_payload<rpc_request>(buf), out);
+        } catch (const std::exception& e) {
+          r = {false, 0, 0, e.what(), {}};
+        }
+        reply(a.ctl.get(), r, out);
+      } else if (kind == 1 && a.alive && (ev & POLLIN) != 0) {
+        reap(n, a);
+      }
+    }
+  }
+  return clean ? 0 : 3;
+}
+
+} // namespace pactor::detail

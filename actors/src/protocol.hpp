@@ -1,0 +1,60 @@
+// The node's control protocol: one SOCK_SEQPACKET packet per request and per
+// reply, msgpack-encoded. Internal to the actor layer.
+
+#pragma once
+
+#include <pactor/actors/detail/core.hpp>
+#include <pactor/actors/exit_reason.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <msgpack.hpp>
+#include <string>
+#include <vector>
+
+namespace pactor::detail {
+
+enum class rpc_op : std::uint8_t {
+  hello,      ///< root: who am I (a = 0) -> a = root id
+  spawn,      ///< blob = packed_target, name -> a = id, b = pid
+  resolve,    ///< a = id -> fds: mailbox (3), replies (3); b = alive
+  monitor,    ///< a = watcher, b = target -> ok (down now if dead)
+  demonitor,  ///< a = watcher, b = target
+  link,       ///< a, b
+  unlink,     ///< a, b
+  trap_exit,  ///< a = id, b = 0/1
+  reg,        ///< name, a = id -> ok / error if taken
+  unreg,      ///< name
+  whereis,    ///< name -> a = id (0: none)
+  exiting,    ///< a = id, blob = exit_reason (the actor's own report)
+  stop,       ///< a = id: ask it to stop (shutdown message)
+  kill,       ///< a = id: SIGKILL
+  dead_letter, ///< a = to, b = type, name = why
+  shutdown,   ///< stop everything, reply, exit
+  stats,      ///< -> a = live actors, b = dead letters
+};
+
+struct rpc_request {
+  rpc_op op = rpc_op::hello;
+  std::uint64_t a = 0;
+  std::uint64_t b = 0;
+  std::string name;
+  std::vector<std::byte> blob;
+  MSGPACK_DEFINE(op, a, b, name, blob)
+};
+
+struct rpc_reply {
+  bool ok = true;
+  std::uint64_t a = 0;
+  std::uint64_t b = 0;
+  std::string error;
+  std::vector<std::byte> blob;
+  MSGPACK_DEFINE(ok, a, b, error, blob)
+};
+
+/// System message: stop (after the message being handled).
+struct sys_shutdown {
+  MSGPACK_DEFINE()
+};
+
+} // namespace pactor::detail
