@@ -26,8 +26,8 @@ public:
   }
   pactor::behavior behavior() {
     return pactor::behavior{
-      [this](const add& a) { sum_ += a.n; },   // a tell
-      [this](const total&) { return sum_; },   // a request: the reply
+      [this](const add& a) { sum_ += a.n; }, // a tell
+      [this](const total&) { return sum_; }, // a request: the reply
     };
   }
 
@@ -45,5 +45,6 @@ int main(int argc, char** argv) {
   std::printf("%s counted to %d\n", c.to_string().c_str(), sum);
   sys.stop(c);
   auto why = sys.join(c, 5s);
-  std::printf("it ended: %s\n", why ? why->to_string().c_str() : "(still running)");
+  std::printf("it ended: %s\n",
+              why ? why->to_string().c_str() : "(still running)");
 }

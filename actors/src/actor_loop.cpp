@@ -1,10 +1,10 @@
 // The loop of an actor process: receive in place, dispatch by type, reply,
 // acknowledge; timers, idle timeout, stop and become. And this_actor.
 
-#include "context.hpp"
-
 #include <pactor/actors/detail/core.hpp>
 #include <pactor/actors/this_actor.hpp>
+
+#include "context.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -132,8 +132,8 @@ void handle_record(std::span<const std::byte> bytes, std::uint32_t delivery) {
         dead_letter(self_ref(), "a message of a type it has no handler for");
     }
   } catch (const decode_error& e) {
-    dead_letter(self_ref(), std::string("a message that does not decode: ")
-                              + e.what());
+    dead_letter(self_ref(),
+                std::string("a message that does not decode: ") + e.what());
   }
 }
 
@@ -149,9 +149,8 @@ void fire_timers() {
     timer t = std::move(*it);
     s.timers.erase(it);
     envelope e{t.type, ctx().self_id, 0, 0, 0};
-    auto write = [&](std::byte* dst) {
-      std::copy(t.bytes.begin(), t.bytes.end(), dst);
-    };
+    auto write
+      = [&](std::byte* dst) { std::copy(t.bytes.begin(), t.bytes.end(), dst); };
     try {
       deliver(t.to, e, t.bytes.size(), write);
     } catch (const std::exception& ex) {

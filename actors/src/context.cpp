@@ -129,10 +129,10 @@ void deliver(actor_ref to, const envelope& e, std::size_t size,
              fn_ref<void(std::byte*)> write) {
   if (!to)
     throw std::invalid_argument("pactor::send: to nobody (an empty actor_ref)");
-  auto& r = (e.flags & flag_reply) != 0 ? replies_of(to.id())
-                                        : mailbox_of(to.id());
-  switch (put_envelope(r, e, size, write,
-                       wait_limit::after(ctx().send_timeout))) {
+  auto& r
+    = (e.flags & flag_reply) != 0 ? replies_of(to.id()) : mailbox_of(to.id());
+  switch (
+    put_envelope(r, e, size, write, wait_limit::after(ctx().send_timeout))) {
   case ring_status::ok:
     return;
   case ring_status::timeout:
@@ -174,8 +174,8 @@ reply_in await_reply(std::uint64_t request_id, wait_limit limit) {
       if (mv.header.request_id != request_id)
         return; // a late or duplicate reply: dropped
       error = (mv.header.flags & flag_error) != 0;
-      match.emplace(reply_in{mv.header.type,
-                             {mv.payload.begin(), mv.payload.end()}});
+      match.emplace(
+        reply_in{mv.header.type, {mv.payload.begin(), mv.payload.end()}});
     };
     switch (c.replies->get(read, limit)) {
     case ring_status::ok:

@@ -3,13 +3,12 @@
 
 #pragma once
 
-#include "protocol.hpp"
-
 #include <pactor/actors/actor_ref.hpp>
 #include <pactor/actors/behavior.hpp>
 #include <pactor/runtime/detail/ring.hpp>
 
 #include "internal.hpp" // runtime internals (unique_fd, ...)
+#include "protocol.hpp"
 
 #include <atomic>
 #include <chrono>

@@ -2,10 +2,10 @@
 // actors, keeps the process table, monitors, links and names, and stops
 // everything at shutdown. Single-threaded. See docs/design/actors.md.
 
-#include "context.hpp"
-
 #include <pactor/actors/detail/core.hpp>
 #include <pactor/actors/exit_reason.hpp>
+
+#include "context.hpp"
 
 #include <algorithm>
 #include <array>
@@ -101,10 +101,12 @@ void node_deliver(node_state& n, actor_rec& to, const T& msg,
     auto size = packed_size(msg);
     envelope e{type_tag<T>(), 0, 0, 0, flags};
     auto write = [&](std::byte* dst) { pack_into(msg, {dst, size}); };
-    if (put_envelope(r, e, size, write, wait_limit::none()) != ring_status::ok) {
+    if (put_envelope(r, e, size, write, wait_limit::none())
+        != ring_status::ok) {
       ++n.dead_letters;
-      std::fprintf(stderr, "pactor: node: %s could not take a system "
-                           "message (mailbox full or closed): dead letter\n",
+      std::fprintf(stderr,
+                   "pactor: node: %s could not take a system "
+                   "message (mailbox full or closed): dead letter\n",
                    actor_ref(to.id).to_string().c_str());
     }
   } catch (const std::exception& e) {
@@ -137,8 +139,8 @@ void node_deliver(node_state& n, actor_rec& to, const T& msg,
   try {
     c.mailbox.emplace(ring::attach(a.mailbox.raw()));
     c.replies.emplace(ring::attach(a.replies.raw()));
-    auto tramp = reinterpret_cast<trampoline_fn>(
-      resolve_function_ref(t.trampoline));
+    auto tramp
+      = reinterpret_cast<trampoline_fn>(resolve_function_ref(t.trampoline));
     auto fn = resolve_function_ref(t.function);
     code = tramp(fn, t.args);
   } catch (const std::exception& e) {
@@ -205,7 +207,8 @@ void on_death(node_state& n, actor_rec& a, int status) {
   } else if (a.reported) {
     r = *a.reported;
   } else if (WIFEXITED(status)) {
-    r.kind = WEXITSTATUS(status) == 0 ? exit_kind::normal : exit_kind::exit_code;
+    r.kind
+      = WEXITSTATUS(status) == 0 ? exit_kind::normal : exit_kind::exit_code;
     r.code = WEXITSTATUS(status);
   } else if (WIFSIGNALED(status)) {
     r.kind = exit_kind::signal;
@@ -277,8 +280,11 @@ rpc_reply handle(node_state& n, std::uint64_t from, const rpc_request& q,
     for (const auto& f : a->replies.fds)
       fds_out.push_back(f.get());
     bool alive = a->alive || a->id == root_id;
-    return {true, a->id, alive ? 1U : 0U,
-            alive ? std::string() : a->last.to_string(), {}};
+    return {true,
+            a->id,
+            alive ? 1U : 0U,
+            alive ? std::string() : a->last.to_string(),
+            {}};
   }
   case rpc_op::monitor: {
     auto* t = find(q.b);
@@ -336,7 +342,9 @@ rpc_reply handle(node_state& n, std::uint64_t from, const rpc_request& q,
       return {false, 0, 0, "an empty name", {}};
     auto [it, fresh] = n.names.emplace(q.name, q.a);
     if (!fresh && it->second != q.a)
-      return {false, 0, 0,
+      return {false,
+              0,
+              0,
               "the name \"" + q.name + "\" is taken by "
                 + actor_ref(it->second).to_string(),
               {}};

@@ -1,10 +1,10 @@
 // actor_system: the root's side. Starts the node (fork while the program has
 // one thread, else spawn), talks to it, and stops it.
 
-#include "context.hpp"
-
 #include <pactor/actors/system.hpp>
 #include <pactor/runtime/process.hpp>
+
+#include "context.hpp"
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -60,8 +60,8 @@ actor_system::actor_system(actor_system_options opts)
     c.self_id = hello.a;
     c.incarnation = 1;
     std::vector<detail::unique_fd> fds;
-    auto r = detail::call_node(
-      {detail::rpc_op::resolve, c.self_id, 0, {}, {}}, &fds);
+    auto r = detail::call_node({detail::rpc_op::resolve, c.self_id, 0, {}, {}},
+                               &fds);
     detail::check_reply(r, "actor_system start");
     c.mailbox.emplace(
       detail::ring::attach({fds[0].get(), fds[1].get(), fds[2].get()}));
@@ -171,9 +171,9 @@ void actor_system::receive_until(
         f(mv.payload);
         done = true;
       } else {
-        s_->stash.emplace_back(mv.header.type,
-                               std::vector<std::byte>(mv.payload.begin(),
-                                                      mv.payload.end()));
+        s_->stash.emplace_back(
+          mv.header.type,
+          std::vector<std::byte>(mv.payload.begin(), mv.payload.end()));
       }
     };
     auto st = box.peek(read, limit);
@@ -210,9 +210,9 @@ std::optional<exit_reason> actor_system::join_until(actor_ref who,
       if (mv.header.type == type_tag<down>())
         found = match(mv.payload);
       if (!found)
-        s_->stash.emplace_back(mv.header.type,
-                               std::vector<std::byte>(mv.payload.begin(),
-                                                      mv.payload.end()));
+        s_->stash.emplace_back(
+          mv.header.type,
+          std::vector<std::byte>(mv.payload.begin(), mv.payload.end()));
     };
     auto st = box.peek(read, limit);
     if (st != detail::ring_status::ok)

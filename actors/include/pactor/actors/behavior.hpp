@@ -76,7 +76,7 @@ public:
     e.type = type_tag<T>();
     e.name = std::string(type_name<T>());
     e.fn = [h = std::forward<F>(f)](std::span<const std::byte> payload,
-                                     detail::reply_out* out) mutable {
+                                    detail::reply_out* out) mutable {
       auto msg = decode_payload<T>(payload);
       if constexpr (std::is_void_v<R>) {
         h(msg);

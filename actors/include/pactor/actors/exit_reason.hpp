@@ -5,8 +5,9 @@
 #include <pactor/actors/actor_ref.hpp>
 #include <pactor/serialization/adaptors.hpp>
 
-#include <cstdint>
 #include <msgpack.hpp>
+
+#include <cstdint>
 #include <ostream>
 #include <string>
 

@@ -81,11 +81,10 @@ public:
   template <class T, class Rep, class Period>
   std::optional<T> receive(std::chrono::duration<Rep, Period> timeout) {
     std::optional<T> out;
-    receive_until(type_tag<T>(),
-                  [&](std::span<const std::byte> b) {
-                    out.emplace(decode_payload<T>(b));
-                  },
-                  detail::wait_limit::after(timeout));
+    receive_until(
+      type_tag<T>(),
+      [&](std::span<const std::byte> b) { out.emplace(decode_payload<T>(b)); },
+      detail::wait_limit::after(timeout));
     return out;
   }
 
@@ -117,7 +116,8 @@ public:
   bool shutdown();
 
 private:
-  std::optional<exit_reason> join_until(actor_ref who, detail::wait_limit limit);
+  std::optional<exit_reason> join_until(actor_ref who,
+                                        detail::wait_limit limit);
   void receive_until(type_tag_t type,
                      const std::function<void(std::span<const std::byte>)>& f,
                      detail::wait_limit limit);

@@ -165,7 +165,15 @@ template <class T>
   detail::scratch_zone zone;
   auto obj = detail::unpack_checked(zone.get(), payload, limits, tag, name);
   try {
-    return obj.template as<T>();
+    if constexpr (msgpack::has_as<T>::value) {
+      return obj.template as<T>();
+    } else {
+      // Value-initialised (msgpack's as<T> default-initialises, which leaves
+      // a plain `int n;` member indeterminate until convert writes it).
+      T value{};
+      obj.convert(value);
+      return value;
+    }
   } catch (const std::exception& e) {
     detail::throw_wrong_shape(tag, name, e.what());
   }

@@ -105,11 +105,11 @@ public:
     return a_.behavior();
   }
   void on_start() override {
-    if constexpr (requires(A& a) { a.on_start(); })
+    if constexpr (requires(A & a) { a.on_start(); })
       a_.on_start();
   }
   void on_stop() override {
-    if constexpr (requires(A& a) { a.on_stop(); })
+    if constexpr (requires(A & a) { a.on_stop(); })
       a_.on_stop();
   }
 
@@ -137,7 +137,9 @@ int invoke_actor_class(erased_fn, std::span<const std::byte> args) {
   return run_actor([args]() -> std::unique_ptr<actor_impl> {
     auto tuple = decode_payload<std::tuple<P...>>(args);
     return std::apply(
-      [](auto&... a) { return std::make_unique<class_actor<A>>(std::move(a)...); },
+      [](auto&... a) {
+        return std::make_unique<class_actor<A>>(std::move(a)...);
+      },
       tuple);
   });
 }
@@ -148,7 +150,9 @@ int invoke_actor_fn(erased_fn fn, std::span<const std::byte> args) {
     auto f = reinterpret_cast<pactor::behavior (*)(P...)>(fn);
     auto tuple = decode_payload<std::tuple<P...>>(args);
     return std::apply(
-      [f](auto&... a) { return std::make_unique<fn_actor>(f(std::move(a)...)); },
+      [f](auto&... a) {
+        return std::make_unique<fn_actor>(f(std::move(a)...));
+      },
       tuple);
   });
 }
@@ -175,12 +179,14 @@ actor_ref spawn_class(const std::string& name, Args&&... args) {
   static_assert(std::is_constructible_v<A, std::decay_t<Args>...>,
                 "pactor::spawn<A>(args...): A cannot be constructed from "
                 "these arguments");
-  static_assert(requires(A& a) {
-    { a.behavior() } -> std::convertible_to<pactor::behavior>;
-  }, "pactor::spawn<A>: A needs a member `pactor::behavior behavior()`");
+  static_assert(
+    requires(A & a) {
+      { a.behavior() } -> std::convertible_to<pactor::behavior>;
+    },
+    "pactor::spawn<A>: A needs a member `pactor::behavior behavior()`");
   packed_target t;
-  t.trampoline = make_function_ref(reinterpret_cast<erased_fn>(
-    &invoke_actor_class<A, std::decay_t<Args>...>));
+  t.trampoline = make_function_ref(
+    reinterpret_cast<erased_fn>(&invoke_actor_class<A, std::decay_t<Args>...>));
   t.function = t.trampoline;
   t.args = pack_actor_args<std::decay_t<Args>...>(std::forward<Args>(args)...);
   return spawn_packed(t, name);

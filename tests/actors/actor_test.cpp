@@ -1,0 +1,383 @@
+// Tests for the actor layer: spawning class and function actors, tell and
+// request, error replies, exit reasons, monitors, links, names, timers,
+// become, idle timeouts, refs in messages, shutdown.
+
+#include <pactor/actors/actors.hpp>
+
+#include "hygiene.hpp"
+#include <boost/test/unit_test.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <stdexcept>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+using namespace std::chrono_literals;
+using pactor::actor_ref;
+
+namespace {
+
+struct add {
+  int n;
+  MSGPACK_DEFINE(n)
+};
+struct total {
+  MSGPACK_DEFINE()
+};
+struct boom {
+  std::string what;
+  MSGPACK_DEFINE(what)
+};
+struct busy {
+  int ms;
+  MSGPACK_DEFINE(ms)
+};
+struct die_with {
+  int how; // 0: _exit(7), 1: SIGSEGV
+  MSGPACK_DEFINE(how)
+};
+struct unknown_to_counter {
+  MSGPACK_DEFINE()
+};
+
+class counter {
+public:
+  explicit counter(int start = 0) : sum_(start) {
+  }
+  pactor::behavior behavior() {
+    return pactor::behavior{
+      [this](const add& a) { sum_ += a.n; },
+      [this](const total&) { return sum_; },
+      [](const boom& b) -> int { throw std::runtime_error(b.what); },
+      [](const busy& b) {
+        auto until = std::chrono::steady_clock::now()
+                     + std::chrono::milliseconds(b.ms);
+        while (std::chrono::steady_clock::now() < until) {
+        }
+        return b.ms;
+      },
+      [](const die_with& d) {
+        if (d.how == 0)
+          ::_exit(7);
+        ::raise(SIGSEGV);
+      },
+    };
+  }
+
+private:
+  int sum_;
+};
+
+// A function actor: echoes strings, upper-cased.
+pactor::behavior shouter() {
+  return pactor::behavior{[](const std::string& s) {
+    std::string out = s;
+    for (auto& ch : out)
+      ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    return out;
+  }};
+}
+
+struct forward_add {
+  actor_ref to;
+  int n;
+  MSGPACK_DEFINE(to, n)
+};
+struct ask_total {
+  actor_ref of;
+  MSGPACK_DEFINE(of)
+};
+
+// Talks to other actors through refs it receives in messages.
+pactor::behavior relay() {
+  return pactor::behavior{
+    [](const forward_add& f) { pactor::this_actor::send(f.to, add{f.n}); },
+    [](const ask_total& a) {
+      return pactor::this_actor::request<int>(a.of, total{}, 5s);
+    },
+  };
+}
+
+struct link_to {
+  actor_ref other;
+  bool trap;
+  MSGPACK_DEFINE(other, trap)
+};
+struct exits_seen {
+  MSGPACK_DEFINE()
+};
+
+class watcher {
+public:
+  pactor::behavior behavior() {
+    return pactor::behavior{
+      [](const link_to& l) {
+        pactor::this_actor::trap_exit(l.trap);
+        pactor::this_actor::link(l.other);
+      },
+      [this](const pactor::exit_msg& e) { seen_.push_back(e.reason.to_string()); },
+      [this](const exits_seen&) { return seen_; },
+    };
+  }
+
+private:
+  std::vector<std::string> seen_;
+};
+
+struct start_ticking {
+  int ms;
+  MSGPACK_DEFINE(ms)
+};
+struct tick {
+  MSGPACK_DEFINE()
+};
+struct ticks {
+  MSGPACK_DEFINE()
+};
+
+class ticker {
+public:
+  pactor::behavior behavior() {
+    return pactor::behavior{
+      [](const start_ticking& s) {
+        pactor::this_actor::send_after(pactor::this_actor::self(),
+                                       std::chrono::milliseconds(s.ms), tick{});
+      },
+      [this](const tick&) { ++ticks_; },
+      [this](const ticks&) { return ticks_; },
+    };
+  }
+
+private:
+  int ticks_ = 0;
+};
+
+struct flip {
+  MSGPACK_DEFINE()
+};
+struct which {
+  MSGPACK_DEFINE()
+};
+
+pactor::behavior second_mood() {
+  return pactor::behavior{[](const which&) { return std::string("second"); }};
+}
+
+pactor::behavior first_mood() {
+  return pactor::behavior{
+    [](const flip&) { pactor::this_actor::become(second_mood()); },
+    [](const which&) { return std::string("first"); },
+  };
+}
+
+pactor::behavior idler(int ms) {
+  pactor::this_actor::set_idle_timeout(std::chrono::milliseconds(ms));
+  return pactor::behavior{[](const total&) { return 0; }};
+}
+
+} // namespace
+
+BOOST_FIXTURE_TEST_SUITE(actors, pactor_test::no_leftovers)
+
+BOOST_AUTO_TEST_CASE(a_class_actor_handles_tells_in_order_and_replies) {
+  pactor::actor_system sys;
+  auto c = sys.spawn<counter>(10);
+  for (int i = 1; i <= 100; ++i)
+    sys.send(c, add{i});
+  BOOST_CHECK_EQUAL(sys.request<int>(c, total{}, 5s), 10 + 5050);
+  BOOST_CHECK(c);
+  BOOST_CHECK(c != sys.self());
+  BOOST_CHECK_EQUAL(c.to_string().rfind("<actor #", 0), 0U);
+}
+
+BOOST_AUTO_TEST_CASE(a_function_actor_replies) {
+  pactor::actor_system sys;
+  auto s = sys.spawn(shouter);
+  BOOST_CHECK_EQUAL(sys.request<std::string>(s, std::string("hey"), 5s),
+                    "HEY");
+}
+
+BOOST_AUTO_TEST_CASE(a_handler_that_throws_is_an_error_reply_and_the_actor_goes_on) {
+  pactor::actor_system sys;
+  auto c = sys.spawn<counter>();
+  try {
+    (void)sys.request<int>(c, boom{"no such thing"}, 5s);
+    BOOST_ERROR("no error reply");
+  } catch (const pactor::remote_error& e) {
+    BOOST_CHECK_EQUAL(e.type(), "std::runtime_error");
+    BOOST_CHECK_EQUAL(e.message(), "no such thing");
+  }
+  sys.send(c, add{3});
+  BOOST_CHECK_EQUAL(sys.request<int>(c, total{}, 5s), 3);
+}
+
+BOOST_AUTO_TEST_CASE(an_unknown_message_type_is_an_error_reply_and_a_dead_letter) {
+  pactor::actor_system sys;
+  auto c = sys.spawn<counter>();
+  BOOST_CHECK_THROW((void)sys.request<int>(c, unknown_to_counter{}, 5s),
+                    pactor::remote_error);
+  sys.send(c, unknown_to_counter{});
+  BOOST_CHECK_EQUAL(sys.request<int>(c, total{}, 5s), 0); // still serving
+  BOOST_CHECK_EQUAL(sys.dead_letters(), 2U);
+}
+
+BOOST_AUTO_TEST_CASE(a_timed_out_request_throws_and_its_late_reply_is_dropped) {
+  pactor::actor_system sys;
+  auto c = sys.spawn<counter>();
+  BOOST_CHECK_THROW((void)sys.request<int>(c, busy{300}, 20ms),
+                    pactor::timeout_error);
+  // The late reply (300) arrives first; this request gets its own.
+  BOOST_CHECK_EQUAL(sys.request<int>(c, busy{1}, 5s), 1);
+}
+
+BOOST_AUTO_TEST_CASE(exit_reasons_say_who_and_why) {
+  pactor::actor_system sys;
+  auto a = sys.spawn<counter>();
+  sys.send(a, boom{"bad input"});
+  auto ra = sys.join(a, 10s);
+  BOOST_REQUIRE(ra);
+  BOOST_CHECK(ra->kind == pactor::exit_kind::exception);
+  BOOST_CHECK_EQUAL(ra->type, "std::runtime_error");
+  BOOST_CHECK_EQUAL(ra->message, "bad input");
+  BOOST_CHECK_EQUAL(ra->incarnation, 1U);
+
+  auto b = sys.spawn<counter>();
+  sys.send(b, die_with{0});
+  auto rb = sys.join(b, 10s);
+  BOOST_REQUIRE(rb);
+  BOOST_CHECK(rb->kind == pactor::exit_kind::exit_code);
+  BOOST_CHECK_EQUAL(rb->code, 7);
+
+  auto c = sys.spawn<counter>();
+  sys.send(c, die_with{1});
+  auto rc = sys.join(c, 10s);
+  BOOST_REQUIRE(rc);
+  BOOST_CHECK(rc->kind == pactor::exit_kind::signal);
+  BOOST_CHECK_EQUAL(rc->code, SIGSEGV);
+
+  auto d = sys.spawn<counter>();
+  sys.kill(d);
+  auto rd = sys.join(d, 10s);
+  BOOST_REQUIRE(rd);
+  BOOST_CHECK(rd->kind == pactor::exit_kind::killed);
+
+  auto e = sys.spawn<counter>();
+  sys.stop(e);
+  auto re = sys.join(e, 10s);
+  BOOST_REQUIRE(re);
+  BOOST_CHECK(re->kind == pactor::exit_kind::shutdown);
+  // Joining an actor that has already ended answers at once.
+  auto again = sys.join(e, 1s);
+  BOOST_REQUIRE(again);
+  BOOST_CHECK(again->kind == pactor::exit_kind::shutdown);
+}
+
+BOOST_AUTO_TEST_CASE(sending_to_an_actor_that_exited_is_an_error) {
+  pactor::actor_system sys;
+  auto c = sys.spawn<counter>();
+  sys.kill(c);
+  BOOST_REQUIRE(sys.join(c, 10s));
+  BOOST_CHECK_THROW(sys.send(c, add{1}), pactor::actor_exited);
+  BOOST_CHECK_THROW(sys.send(actor_ref(9999), add{1}), std::invalid_argument);
+  BOOST_CHECK_THROW(sys.send(actor_ref(), add{1}), std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(refs_travel_in_messages_and_actors_talk_directly) {
+  pactor::actor_system sys;
+  auto c = sys.spawn<counter>();
+  auto r = sys.spawn(relay);
+  for (int i = 0; i < 10; ++i)
+    sys.send(r, forward_add{c, 2});
+  // The relay asks the counter itself (a request from inside a handler).
+  BOOST_CHECK_EQUAL(sys.request<int>(r, ask_total{c}, 5s), 20);
+}
+
+BOOST_AUTO_TEST_CASE(a_linked_actor_dies_too_unless_it_traps_exits) {
+  pactor::actor_system sys;
+  auto victim = sys.spawn<counter>();
+  auto w = sys.spawn<watcher>();
+  sys.send(w, link_to{victim, false});
+  BOOST_CHECK(sys.request<std::vector<std::string>>(w, exits_seen{}, 5s)
+                .empty());
+  sys.kill(victim);
+  auto rw = sys.join(w, 10s);
+  BOOST_REQUIRE(rw);
+  BOOST_CHECK(rw->kind == pactor::exit_kind::linked);
+  BOOST_CHECK_EQUAL(rw->other, victim.id());
+
+  auto victim2 = sys.spawn<counter>();
+  auto trapper = sys.spawn<watcher>();
+  sys.send(trapper, link_to{victim2, true});
+  (void)sys.request<std::vector<std::string>>(trapper, exits_seen{}, 5s);
+  sys.send(victim2, boom{"gone"});
+  BOOST_REQUIRE(sys.join(victim2, 10s));
+  std::vector<std::string> seen;
+  for (int i = 0; i < 200 && seen.empty(); ++i) // the exit_msg is on its way
+    seen = sys.request<std::vector<std::string>>(trapper, exits_seen{}, 5s);
+  BOOST_REQUIRE_EQUAL(seen.size(), 1U);
+  BOOST_CHECK_EQUAL(seen[0], "exception std::runtime_error: gone");
+}
+
+BOOST_AUTO_TEST_CASE(names_are_registered_found_and_freed_on_death) {
+  pactor::actor_system sys;
+  auto c = sys.spawn<counter>();
+  sys.register_name("counter", c);
+  BOOST_CHECK(sys.whereis("counter") == c);
+  auto other = sys.spawn<counter>();
+  BOOST_CHECK_THROW(sys.register_name("counter", other),
+                    std::invalid_argument);
+  sys.kill(c);
+  BOOST_REQUIRE(sys.join(c, 10s));
+  BOOST_CHECK(!sys.whereis("counter"));
+  sys.register_name("counter", other);
+  BOOST_CHECK(sys.whereis("counter") == other);
+  sys.unregister("counter");
+  BOOST_CHECK(!sys.whereis("counter"));
+}
+
+BOOST_AUTO_TEST_CASE(send_after_delivers_a_message_later) {
+  pactor::actor_system sys;
+  auto t = sys.spawn<ticker>();
+  sys.send(t, start_ticking{30});
+  auto t0 = std::chrono::steady_clock::now();
+  int n = 0;
+  while (n == 0 && std::chrono::steady_clock::now() - t0 < 10s)
+    n = sys.request<int>(t, ticks{}, 5s);
+  BOOST_CHECK_EQUAL(n, 1);
+  BOOST_CHECK(std::chrono::steady_clock::now() - t0 >= 25ms);
+}
+
+BOOST_AUTO_TEST_CASE(become_replaces_the_behaviour_from_the_next_message) {
+  pactor::actor_system sys;
+  auto a = sys.spawn(first_mood);
+  BOOST_CHECK_EQUAL(sys.request<std::string>(a, which{}, 5s), "first");
+  sys.send(a, flip{});
+  BOOST_CHECK_EQUAL(sys.request<std::string>(a, which{}, 5s), "second");
+}
+
+BOOST_AUTO_TEST_CASE(an_idle_actor_without_an_idle_handler_stops_normally) {
+  pactor::actor_system sys;
+  auto a = sys.spawn(idler, 50);
+  auto r = sys.join(a, 10s);
+  BOOST_REQUIRE(r);
+  BOOST_CHECK(r->kind == pactor::exit_kind::normal);
+}
+
+BOOST_AUTO_TEST_CASE(shutdown_stops_every_actor_and_the_node) {
+  pactor::actor_system sys;
+  std::vector<actor_ref> refs;
+  for (int i = 0; i < 5; ++i)
+    refs.push_back(sys.spawn<counter>(i));
+  BOOST_CHECK_EQUAL(sys.live_actors(), 5U);
+  BOOST_CHECK(sys.shutdown());
+  // The fixture checks that no process is left.
+}
+
+BOOST_AUTO_TEST_CASE(one_actor_system_per_program) {
+  pactor::actor_system sys;
+  BOOST_CHECK_THROW(pactor::actor_system second, std::logic_error);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
