@@ -78,9 +78,16 @@ reply_out error_reply(const std::string& type, const std::string& message) {
   return out;
 }
 
-void dead_letter(actor_ref to, const std::string& why) {
+void give_up(const envelope& h, std::span<const std::byte> payload,
+             std::uint32_t delivery, const std::string& why) {
+  pactor::dead_letter l{
+    self_ref(), actor_ref(h.sender),
+    h.type,     delivery,
+    why,        std::vector<std::byte>(payload.begin(), payload.end())};
+  rpc_request q{rpc_op::dead_letter, 0, 0, {}, {}};
+  pack_payload(q.blob, l);
   try {
-    call_node({rpc_op::dead_letter, to.id(), 0, why, {}});
+    call_node(q);
   } catch (...) {
   }
 }
@@ -93,7 +100,8 @@ void handle_record(std::span<const std::byte> bytes, std::uint32_t delivery) {
   try {
     mv = read_envelope(bytes);
   } catch (const std::exception& e) {
-    dead_letter(self_ref(), std::string("a malformed message: ") + e.what());
+    give_up({}, bytes, delivery,
+            std::string("a malformed message: ") + e.what());
     return;
   }
   const auto& h = mv.header;
@@ -106,6 +114,15 @@ void handle_record(std::span<const std::byte> bytes, std::uint32_t delivery) {
     }
     return;
   }
+  if (delivery > ctx().max_deliveries) {
+    auto why = "poison message: delivered " + std::to_string(delivery - 1)
+               + " times, and each time the actor ended";
+    give_up(h, mv.payload, delivery, why);
+    if ((h.flags & flag_request) != 0)
+      send_reply(s.sender, h.request_id,
+                 error_reply("pactor::poison_message", why), flag_error);
+    return;
+  }
   if ((h.flags & flag_request) != 0) {
     reply_out out;
     std::uint32_t flags = 0;
@@ -114,7 +131,7 @@ void handle_record(std::span<const std::byte> bytes, std::uint32_t delivery) {
         out = error_reply("pactor::unknown_message",
                           "no handler for this message type");
         flags = flag_error;
-        dead_letter(self_ref(), "a request of a type it has no handler for");
+        give_up(h, mv.payload, delivery, "no handler for this request type");
       }
     } catch (const std::exception& e) {
       out = error_reply(current_exception_type(), e.what());
@@ -129,11 +146,11 @@ void handle_record(std::span<const std::byte> bytes, std::uint32_t delivery) {
   try {
     if (!s.beh.invoke(h.type, mv.payload, nullptr)) {
       if (h.type != type_tag<down>() && h.type != type_tag<exit_msg>())
-        dead_letter(self_ref(), "a message of a type it has no handler for");
+        give_up(h, mv.payload, delivery, "no handler for this message type");
     }
   } catch (const decode_error& e) {
-    dead_letter(self_ref(),
-                std::string("a message that does not decode: ") + e.what());
+    give_up(h, mv.payload, delivery,
+            std::string("a message that does not decode: ") + e.what());
   }
 }
 
@@ -154,7 +171,8 @@ void fire_timers() {
     try {
       deliver(t.to, e, t.bytes.size(), write);
     } catch (const std::exception& ex) {
-      dead_letter(t.to, std::string("a timer message: ") + ex.what());
+      give_up(e, t.bytes, 0,
+              "a timer message to " + t.to.to_string() + ": " + ex.what());
     }
   }
 }

@@ -31,6 +31,7 @@ struct process_context {
   std::unordered_map<std::uint64_t, ring> reply_rings;
   std::atomic<std::uint64_t> request_counter{0};
   std::chrono::milliseconds send_timeout{10000};
+  std::uint32_t max_deliveries = 3; // a message delivered more often is poison
 };
 
 process_context& ctx();
@@ -57,7 +58,8 @@ ring_status put_envelope(ring& r, const envelope& e, std::size_t size,
 struct node_handle;
 
 /// The node's main loop (in the node process).
-int node_main(int root_sock, std::int64_t shutdown_timeout_ms);
+int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
+              std::uint32_t max_deliveries);
 
 /// Demangled name of the exception being handled.
 std::string current_exception_type();

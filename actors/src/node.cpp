@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <deque>
 #include <fcntl.h>
 #include <map>
 #include <poll.h>
@@ -28,6 +29,7 @@ namespace pactor::detail {
 namespace {
 
 constexpr std::uint64_t root_id = 1;
+constexpr std::size_t max_letters = 10000;
 
 // Owned copies of a ring's three fds (the node does not map the rings).
 struct held_ring {
@@ -63,6 +65,7 @@ struct actor_rec {
   std::set<std::uint64_t> links;
   bool traps_exit = false;
   std::optional<steady::time_point> kill_at; // stop(): SIGKILL then
+  std::vector<std::byte> target;             // the packed_target, for restarts
 };
 
 struct node_state {
@@ -72,6 +75,8 @@ struct node_state {
   std::map<std::string, std::uint64_t> names;
   std::uint64_t next_id = root_id + 1;
   std::uint64_t dead_letters = 0;
+  std::deque<dead_letter> letters; // the newest max_letters, inspectable
+  std::uint32_t max_deliveries = 3;
   pid_t node_pid = 0;
   bool stopping = false;
 };
@@ -91,6 +96,15 @@ void reply(int sock, const rpc_reply& r, std::span<const int> fds = {}) {
   send_with_fds(sock, out, fds);
 }
 
+void keep_letter(node_state& n, dead_letter l) {
+  ++n.dead_letters;
+  std::fprintf(stderr, "pactor: dead letter to %s: %s\n",
+               l.to.to_string().c_str(), l.why.c_str());
+  if (n.letters.size() >= max_letters)
+    n.letters.pop_front();
+  n.letters.push_back(std::move(l));
+}
+
 // Puts a system-originated message into `to`'s mailbox without waiting: the
 // node never blocks on a full mailbox (it counts a dead letter instead).
 template <class T>
@@ -103,21 +117,29 @@ void node_deliver(node_state& n, actor_rec& to, const T& msg,
     auto write = [&](std::byte* dst) { pack_into(msg, {dst, size}); };
     if (put_envelope(r, e, size, write, wait_limit::none())
         != ring_status::ok) {
-      ++n.dead_letters;
-      std::fprintf(stderr,
-                   "pactor: node: %s could not take a system "
-                   "message (mailbox full or closed): dead letter\n",
-                   actor_ref(to.id).to_string().c_str());
+      dead_letter l{actor_ref(to.id),
+                    {},
+                    type_tag<T>(),
+                    0,
+                    "a system message the mailbox could not take (full or "
+                    "closed)",
+                    {}};
+      pack_payload(l.payload, msg);
+      keep_letter(n, std::move(l));
     }
   } catch (const std::exception& e) {
-    ++n.dead_letters;
-    std::fprintf(stderr, "pactor: node: delivery to %s failed: %s\n",
-                 actor_ref(to.id).to_string().c_str(), e.what());
+    keep_letter(n, {actor_ref(to.id),
+                    {},
+                    type_tag<T>(),
+                    0,
+                    std::string("a system message that failed: ") + e.what(),
+                    {}});
   }
 }
 
 [[noreturn]] void run_child(node_state& n, actor_rec& a, int actor_end,
                             const packed_target& t) {
+  ctx().max_deliveries = n.max_deliveries;
   std::vector<int> keep{actor_end};
   for (const auto& f : a.mailbox.fds)
     keep.push_back(f.get());
@@ -151,25 +173,17 @@ void node_deliver(node_state& n, actor_rec& to, const T& msg,
   child_exit(code);
 }
 
-rpc_reply spawn_actor(node_state& n, const rpc_request& req) {
-  auto t = decode_payload<packed_target>(req.blob);
-  actor_rec a;
-  a.id = n.next_id++;
-  a.name = req.name;
-  a.incarnation = 1;
-  a.mailbox = held_ring::make({});
-  a.replies = held_ring::make({std::size_t{1} << 18, 0, false});
+// Forks the next incarnation of `rec` from its stored target.
+rpc_reply start_incarnation(node_state& n, actor_rec& rec) {
+  auto t = decode_payload<packed_target>(rec.target);
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
     return {false, 0, 0, "socketpair failed", {}};
   std::fflush(nullptr);
-  auto& rec = n.actors[a.id];
-  rec = std::move(a);
   pid_t pid = ::fork();
   if (pid < 0) {
     ::close(sv[0]);
     ::close(sv[1]);
-    n.actors.erase(rec.id);
     return {false, 0, 0, "fork failed", {}};
   }
   if (pid == 0) {
@@ -181,7 +195,40 @@ rpc_reply spawn_actor(node_state& n, const rpc_request& req) {
   rec.pid = pid;
   rec.pidfd.reset(pidfd_open(pid));
   rec.alive = true;
+  rec.reported.reset();
+  rec.imposed.reset();
+  rec.kill_at.reset();
   return {true, rec.id, static_cast<std::uint64_t>(pid), {}, {}};
+}
+
+rpc_reply spawn_actor(node_state& n, const rpc_request& req) {
+  (void)decode_payload<packed_target>(req.blob); // refuse garbage now
+  auto id = n.next_id++;
+  auto& rec = n.actors[id];
+  rec.id = id;
+  rec.name = req.name;
+  rec.incarnation = 1;
+  rec.mailbox = held_ring::make({});
+  rec.replies = held_ring::make({std::size_t{1} << 18, 0, false});
+  rec.target = req.blob;
+  auto r = start_incarnation(n, rec);
+  if (!r.ok)
+    n.actors.erase(id);
+  return r;
+}
+
+rpc_reply restart_actor(node_state& n, actor_rec& rec) {
+  if (rec.id == root_id || rec.target.empty())
+    return {false, 0, 0, "not an actor", {}};
+  if (rec.alive)
+    return {false, 0, 0, "it is running", {}};
+  try {
+    ring::attach(rec.mailbox.raw()).reopen();
+  } catch (const std::exception& e) {
+    return {false, 0, 0, e.what(), {}};
+  }
+  ++rec.incarnation;
+  return start_incarnation(n, rec);
 }
 
 void close_mailbox(actor_rec& a) {
@@ -382,10 +429,21 @@ rpc_reply handle(node_state& n, std::uint64_t from, const rpc_request& q,
     return {};
   }
   case rpc_op::dead_letter:
-    ++n.dead_letters;
-    std::fprintf(stderr, "pactor: dead letter to %s: %s\n",
-                 actor_ref(q.a).to_string().c_str(), q.name.c_str());
+    keep_letter(n, decode_payload<dead_letter>(q.blob));
     return {};
+  case rpc_op::take_dead_letters: {
+    rpc_reply r;
+    std::vector<dead_letter> all(n.letters.begin(), n.letters.end());
+    n.letters.clear();
+    pack_payload(r.blob, all);
+    return r;
+  }
+  case rpc_op::restart: {
+    auto* a = find(q.a);
+    if (a == nullptr)
+      return {false, 0, 0, "no such actor", {}};
+    return restart_actor(n, *a);
+  }
   case rpc_op::stats: {
     std::uint64_t live = 0;
     for (auto& [id, a] : n.actors)
@@ -452,12 +510,14 @@ bool stop_all(node_state& n) {
 
 } // namespace
 
-int node_main(int root_sock, std::int64_t shutdown_timeout_ms) {
+int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
+              std::uint32_t max_deliveries) {
   ::prctl(PR_SET_NAME, "pactor-node");
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
   node_state n;
   n.root_sock = root_sock;
   n.shutdown_timeout = std::chrono::milliseconds(shutdown_timeout_ms);
+  n.max_deliveries = max_deliveries;
   n.node_pid = ::getpid();
   sigset_t sigs;
   ::sigemptyset(&sigs);

@@ -16,23 +16,25 @@
 namespace pactor::detail {
 
 enum class rpc_op : std::uint8_t {
-  hello,       ///< root: who am I (a = 0) -> a = root id
-  spawn,       ///< blob = packed_target, name -> a = id, b = pid
-  resolve,     ///< a = id -> fds: mailbox (3), replies (3); b = alive
-  monitor,     ///< a = watcher, b = target -> ok (down now if dead)
-  demonitor,   ///< a = watcher, b = target
-  link,        ///< a, b
-  unlink,      ///< a, b
-  trap_exit,   ///< a = id, b = 0/1
-  reg,         ///< name, a = id -> ok / error if taken
-  unreg,       ///< name
-  whereis,     ///< name -> a = id (0: none)
-  exiting,     ///< a = id, blob = exit_reason (the actor's own report)
-  stop,        ///< a = id: ask it to stop (shutdown message)
-  kill,        ///< a = id: SIGKILL
-  dead_letter, ///< a = to, b = type, name = why
-  shutdown,    ///< stop everything, reply, exit
-  stats,       ///< -> a = live actors, b = dead letters
+  hello,             ///< root: who am I (a = 0) -> a = root id
+  spawn,             ///< blob = packed_target, name -> a = id, b = pid
+  resolve,           ///< a = id -> fds: mailbox (3), replies (3); b = alive
+  monitor,           ///< a = watcher, b = target -> ok (down now if dead)
+  demonitor,         ///< a = watcher, b = target
+  link,              ///< a, b
+  unlink,            ///< a, b
+  trap_exit,         ///< a = id, b = 0/1
+  reg,               ///< name, a = id -> ok / error if taken
+  unreg,             ///< name
+  whereis,           ///< name -> a = id (0: none)
+  exiting,           ///< a = id, blob = exit_reason (the actor's own report)
+  stop,              ///< a = id: ask it to stop (shutdown message)
+  kill,              ///< a = id: SIGKILL
+  dead_letter,       ///< a = to, b = type, name = why
+  shutdown,          ///< stop everything, reply, exit
+  stats,             ///< -> a = live actors, b = dead letters
+  restart,           ///< a = id: start the next incarnation on the same mailbox
+  take_dead_letters, ///< -> blob = vector<dead_letter> (and forgets them)
 };
 
 struct rpc_request {

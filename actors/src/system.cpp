@@ -26,8 +26,9 @@ namespace {
 
 std::atomic<bool> system_exists{false};
 
-int node_entry(int sock, std::int64_t shutdown_ms) {
-  return node_main(sock, shutdown_ms);
+int node_entry(int sock, std::int64_t shutdown_ms,
+               std::uint32_t max_deliveries) {
+  return node_main(sock, shutdown_ms, max_deliveries);
 }
 
 } // namespace
@@ -47,10 +48,11 @@ actor_system::actor_system(actor_system_options opts)
     detail::unique_fd mine(sv[0]);
     detail::unique_fd theirs(sv[1]);
     auto ms = static_cast<std::int64_t>(opts.shutdown_timeout.count());
+    auto md = opts.max_deliveries;
     if (detail::thread_count() == 1)
-      s_->node.emplace(with_fork, &detail::node_entry, sv[1], ms);
+      s_->node.emplace(with_fork, &detail::node_entry, sv[1], ms, md);
     else
-      s_->node.emplace(with_spawn, &detail::node_entry, sv[1], ms);
+      s_->node.emplace(with_spawn, &detail::node_entry, sv[1], ms, md);
     s_->node->name("pactor-node").daemon(true).pass_fds({sv[1]});
     s_->node->start();
     theirs.reset();
@@ -115,6 +117,16 @@ actor_ref actor_system::self() const {
 
 void actor_system::stop(actor_ref who) {
   detail::call_node({detail::rpc_op::stop, who.id(), 0, {}, {}});
+}
+
+void actor_system::restart(actor_ref who) {
+  auto r = detail::call_node({detail::rpc_op::restart, who.id(), 0, {}, {}});
+  detail::check_reply(r, ("restart of " + who.to_string()).c_str());
+}
+
+std::vector<dead_letter> actor_system::take_dead_letters() {
+  auto r = detail::call_node({detail::rpc_op::take_dead_letters, 0, 0, {}, {}});
+  return decode_payload<std::vector<dead_letter>>(r.blob);
 }
 
 void actor_system::kill(actor_ref who) {

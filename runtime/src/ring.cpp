@@ -353,6 +353,10 @@ void ring::close() noexcept {
     signal_pollers();
 }
 
+void ring::reopen() noexcept {
+  h_->closed.store(0, std::memory_order_seq_cst);
+}
+
 bool ring::closed() const noexcept {
   return h_->closed.load(std::memory_order_acquire) != 0;
 }

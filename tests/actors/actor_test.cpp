@@ -9,8 +9,10 @@
 
 #include <chrono>
 #include <csignal>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -41,6 +43,21 @@ struct die_with {
 struct unknown_to_counter {
   MSGPACK_DEFINE()
 };
+struct started {
+  std::uint32_t delivery = 0;
+  MSGPACK_DEFINE(delivery)
+};
+// Adds n after spinning `ms` the first time it is delivered; says when it
+// starts.
+struct slow_add {
+  int n = 0;
+  int ms = 0;
+  actor_ref report_to;
+  MSGPACK_DEFINE(n, ms, report_to)
+};
+struct poison {
+  MSGPACK_DEFINE()
+};
 
 class counter {
 public:
@@ -52,8 +69,8 @@ public:
       [this](const total&) { return sum_; },
       [](const boom& b) -> int { throw std::runtime_error(b.what); },
       [](const busy& b) {
-        auto until = std::chrono::steady_clock::now()
-                     + std::chrono::milliseconds(b.ms);
+        auto until
+          = std::chrono::steady_clock::now() + std::chrono::milliseconds(b.ms);
         while (std::chrono::steady_clock::now() < until) {
         }
         return b.ms;
@@ -62,6 +79,19 @@ public:
         if (d.how == 0)
           ::_exit(7);
         ::raise(SIGSEGV);
+      },
+      [this](const slow_add& a) {
+        auto d = pactor::this_actor::delivery();
+        pactor::this_actor::send(a.report_to, started{d});
+        auto until = std::chrono::steady_clock::now()
+                     + std::chrono::milliseconds(d == 1 ? a.ms : 0);
+        while (std::chrono::steady_clock::now() < until) {
+        }
+        sum_ += a.n;
+      },
+      [](const poison&) -> int {
+        ::raise(SIGSEGV);
+        return 0;
       },
     };
   }
@@ -117,7 +147,9 @@ public:
         pactor::this_actor::trap_exit(l.trap);
         pactor::this_actor::link(l.other);
       },
-      [this](const pactor::exit_msg& e) { seen_.push_back(e.reason.to_string()); },
+      [this](const pactor::exit_msg& e) {
+        seen_.push_back(e.reason.to_string());
+      },
       [this](const exits_seen&) { return seen_; },
     };
   }
@@ -195,11 +227,11 @@ BOOST_AUTO_TEST_CASE(a_class_actor_handles_tells_in_order_and_replies) {
 BOOST_AUTO_TEST_CASE(a_function_actor_replies) {
   pactor::actor_system sys;
   auto s = sys.spawn(shouter);
-  BOOST_CHECK_EQUAL(sys.request<std::string>(s, std::string("hey"), 5s),
-                    "HEY");
+  BOOST_CHECK_EQUAL(sys.request<std::string>(s, std::string("hey"), 5s), "HEY");
 }
 
-BOOST_AUTO_TEST_CASE(a_handler_that_throws_is_an_error_reply_and_the_actor_goes_on) {
+BOOST_AUTO_TEST_CASE(
+  a_handler_that_throws_is_an_error_reply_and_the_actor_goes_on) {
   pactor::actor_system sys;
   auto c = sys.spawn<counter>();
   try {
@@ -213,7 +245,8 @@ BOOST_AUTO_TEST_CASE(a_handler_that_throws_is_an_error_reply_and_the_actor_goes_
   BOOST_CHECK_EQUAL(sys.request<int>(c, total{}, 5s), 3);
 }
 
-BOOST_AUTO_TEST_CASE(an_unknown_message_type_is_an_error_reply_and_a_dead_letter) {
+BOOST_AUTO_TEST_CASE(
+  an_unknown_message_type_is_an_error_reply_and_a_dead_letter) {
   pactor::actor_system sys;
   auto c = sys.spawn<counter>();
   BOOST_CHECK_THROW((void)sys.request<int>(c, unknown_to_counter{}, 5s),
@@ -299,8 +332,8 @@ BOOST_AUTO_TEST_CASE(a_linked_actor_dies_too_unless_it_traps_exits) {
   auto victim = sys.spawn<counter>();
   auto w = sys.spawn<watcher>();
   sys.send(w, link_to{victim, false});
-  BOOST_CHECK(sys.request<std::vector<std::string>>(w, exits_seen{}, 5s)
-                .empty());
+  BOOST_CHECK(
+    sys.request<std::vector<std::string>>(w, exits_seen{}, 5s).empty());
   sys.kill(victim);
   auto rw = sys.join(w, 10s);
   BOOST_REQUIRE(rw);
@@ -326,8 +359,7 @@ BOOST_AUTO_TEST_CASE(names_are_registered_found_and_freed_on_death) {
   sys.register_name("counter", c);
   BOOST_CHECK(sys.whereis("counter") == c);
   auto other = sys.spawn<counter>();
-  BOOST_CHECK_THROW(sys.register_name("counter", other),
-                    std::invalid_argument);
+  BOOST_CHECK_THROW(sys.register_name("counter", other), std::invalid_argument);
   sys.kill(c);
   BOOST_REQUIRE(sys.join(c, 10s));
   BOOST_CHECK(!sys.whereis("counter"));
@@ -373,6 +405,67 @@ BOOST_AUTO_TEST_CASE(shutdown_stops_every_actor_and_the_node) {
   BOOST_CHECK_EQUAL(sys.live_actors(), 5U);
   BOOST_CHECK(sys.shutdown());
   // The fixture checks that no process is left.
+}
+
+BOOST_AUTO_TEST_CASE(
+  an_actor_killed_inside_a_handler_and_restarted_loses_nothing) {
+  pactor::actor_system sys;
+  auto c = sys.spawn<counter>(0);
+  sys.send(c, slow_add{100, 20000, sys.self()});
+  for (int i = 1; i <= 10; ++i)
+    sys.send(c, add{i});
+  auto first = sys.receive<started>(10s);
+  BOOST_REQUIRE(first);
+  BOOST_CHECK_EQUAL(first->delivery, 1U);
+  sys.kill(c); // -9 in the middle of the handler
+  auto why = sys.join(c, 10s);
+  BOOST_REQUIRE(why);
+  BOOST_CHECK(why->kind == pactor::exit_kind::killed);
+  BOOST_CHECK_THROW(sys.send(c, add{1000}), pactor::actor_exited);
+  sys.restart(c);
+  auto again = sys.receive<started>(10s);
+  BOOST_REQUIRE(again);
+  BOOST_CHECK_EQUAL(again->delivery, 2U); // the same message, redelivered
+  // The new incarnation started cold (0); it got the in-flight message and
+  // every queued one.
+  BOOST_CHECK_EQUAL(sys.request<int>(c, total{}, 10s), 100 + 55);
+  BOOST_CHECK_THROW(sys.restart(c), std::invalid_argument); // running
+}
+
+BOOST_AUTO_TEST_CASE(
+  a_poison_message_ends_in_the_dead_letters_and_its_requester_gets_an_error) {
+  pactor::actor_system sys({.max_deliveries = 3});
+  auto c = sys.spawn<counter>(0);
+  std::optional<std::string> error_type;
+  std::thread requester([&] {
+    try {
+      (void)sys.request<int>(c, poison{}, 30s);
+    } catch (const pactor::remote_error& e) {
+      error_type = e.type();
+    } catch (const std::exception& e) {
+      error_type = std::string("other: ") + e.what();
+    }
+  });
+  for (int death = 1; death <= 3; ++death) {
+    auto why = sys.join(c, 10s);
+    BOOST_REQUIRE(why);
+    BOOST_CHECK(why->kind == pactor::exit_kind::signal);
+    BOOST_CHECK_EQUAL(why->incarnation, static_cast<std::uint32_t>(death));
+    sys.restart(c);
+  }
+  requester.join();
+  BOOST_REQUIRE(error_type);
+  BOOST_CHECK_EQUAL(*error_type, "pactor::poison_message");
+  sys.send(c, add{5}); // the fourth incarnation goes on
+  BOOST_CHECK_EQUAL(sys.request<int>(c, total{}, 10s), 5);
+  auto letters = sys.take_dead_letters();
+  BOOST_REQUIRE_EQUAL(letters.size(), 1U);
+  BOOST_CHECK(letters[0].to == c);
+  BOOST_CHECK(letters[0].from == sys.self());
+  BOOST_CHECK_EQUAL(letters[0].type, pactor::type_tag<poison>());
+  BOOST_CHECK_EQUAL(letters[0].delivery, 4U);
+  BOOST_CHECK(letters[0].why.find("poison") != std::string::npos);
+  BOOST_CHECK(sys.take_dead_letters().empty());
 }
 
 BOOST_AUTO_TEST_CASE(one_actor_system_per_program) {

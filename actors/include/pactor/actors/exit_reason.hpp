@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <ostream>
 #include <string>
+#include <vector>
 
 namespace pactor {
 
@@ -53,6 +54,18 @@ struct down {
   actor_ref who;
   exit_reason reason;
   MSGPACK_DEFINE(who, reason)
+};
+
+/// A message nobody could handle, kept by the node for inspection
+/// (actor_system::take_dead_letters).
+struct dead_letter {
+  actor_ref to;               ///< whose mailbox it was in
+  actor_ref from;             ///< its sender (nobody if none)
+  std::uint64_t type = 0;     ///< its type tag
+  std::uint32_t delivery = 0; ///< deliveries before it was given up
+  std::string why; ///< "poison message ...", "no handler", "does not decode"
+  std::vector<std::byte> payload; ///< the encoded message (may be empty)
+  MSGPACK_DEFINE(to, from, type, delivery, why, payload)
 };
 
 /// Sent by the node to an actor that traps exits when a linked actor ended.

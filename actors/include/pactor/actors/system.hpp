@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace pactor {
 
@@ -18,6 +19,11 @@ struct actor_system_options {
   /// How long an actor has to stop after the shutdown message before it is
   /// killed (SIGKILL), at shutdown and for stop(ref).
   std::chrono::milliseconds shutdown_timeout{5000};
+  /// A message delivered this many times, each time ending the actor that
+  /// handled it, is a poison message: the next incarnation does not handle
+  /// it; it goes to the dead letters and a requester gets remote_error
+  /// ("pactor::poison_message").
+  std::uint32_t max_deliveries = 3;
 };
 
 namespace detail {
@@ -93,6 +99,13 @@ public:
   void stop(actor_ref who);
   /// Kills `who` at once (reason killed).
   void kill(actor_ref who);
+  /// Starts the next incarnation of an actor that ended, on the same
+  /// mailbox: messages not yet acknowledged (the one being handled when it
+  /// died, then the queued ones) are delivered to it. std::invalid_argument
+  /// if it is running. (Supervisors do this by policy: issue 6.)
+  void restart(actor_ref who);
+  /// The dead letters kept so far (the newest 10,000), and forgets them.
+  std::vector<dead_letter> take_dead_letters();
   /// Sends a down message to self() when `who` ends (at once if it has).
   void monitor(actor_ref who);
 

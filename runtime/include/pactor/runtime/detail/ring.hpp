@@ -150,6 +150,8 @@ public:
   /// Refuses further puts; getters drain, then see `closed`.
   void close() noexcept;
   [[nodiscard]] bool closed() const noexcept;
+  /// Accepts puts again after close() (a restarted actor's mailbox).
+  void reopen() noexcept;
 
   /// joinable only: marks one task taken by this process as done. Throws
   /// std::logic_error if this process has no unfinished task.
