@@ -346,6 +346,125 @@ std::pair<double, double> futex_pingpong_us(bool quick) {
   return result;
 }
 
+// --- actors ---------------------------------------------------------
+
+struct count_msg {
+  std::string text;
+  MSGPACK_DEFINE(text)
+};
+struct how_many {
+  MSGPACK_DEFINE()
+};
+
+// Counts messages; replies with the count.
+class counting_actor {
+public:
+  pactor::behavior behavior() {
+    return pactor::behavior{
+      [this](const count_msg&) { ++n_; },
+      [this](const how_many&) { return n_; },
+    };
+  }
+
+private:
+  long n_ = 0;
+};
+
+pactor::behavior echo_actor() {
+  return pactor::behavior{[](const int& i) { return i; }};
+}
+
+// One actor system for every actor case (one per program).
+pactor::actor_system& actor_sys() {
+  static pactor::actor_system sys;
+  return sys;
+}
+
+double actor_1p1c_msgs_per_s(bool quick) {
+  auto& sys = actor_sys();
+  const long n = quick ? 20000 : 3000000;
+  auto a = sys.spawn<counting_actor>();
+  (void)sys.request<long>(a, how_many{}, std::chrono::seconds(10)); // ready
+  count_msg m{std::string(62, 'x')}; // 64 bytes encoded (fixarray, str8)
+  auto t0 = clock_type::now();
+  for (long i = 0; i < n; ++i)
+    sys.send(a, m);
+  auto got = sys.request<long>(a, how_many{}, std::chrono::seconds(60));
+  double secs = ms_since(t0) / 1000;
+  if (got != n)
+    throw std::runtime_error("the actor counted " + std::to_string(got) + " of "
+                             + std::to_string(n));
+  sys.stop(a);
+  (void)sys.join(a, std::chrono::seconds(10));
+  return static_cast<double>(n) / secs;
+}
+
+std::pair<double, double> actor_pingpong_us(bool quick) {
+  static std::optional<std::pair<double, double>> result;
+  if (result)
+    return *result;
+  auto& sys = actor_sys();
+  auto a = sys.spawn(echo_actor);
+  result = round_trip_us(quick ? 200 : 20000, 100, [&](int i) {
+    if (sys.request<int>(a, i, std::chrono::seconds(10)) != i)
+      throw std::runtime_error("wrong echo");
+  });
+  sys.stop(a);
+  (void)sys.join(a, std::chrono::seconds(10));
+  return *result;
+}
+
+// Spawn to first answer, one actor at a time.
+double actor_spawn_ms(bool quick) {
+  auto& sys = actor_sys();
+  std::vector<double> samples;
+  for (int i = 0; i < (quick ? 5 : 200); ++i) {
+    auto t0 = clock_type::now();
+    auto a = sys.spawn(echo_actor);
+    (void)sys.request<int>(a, 1, std::chrono::seconds(10));
+    samples.push_back(ms_since(t0));
+    sys.kill(a);
+    (void)sys.join(a, std::chrono::seconds(10));
+  }
+  return median(samples);
+}
+
+// 1,000 actors spawned, then every one answers; seconds for all of it.
+double actors_1000_spawn_s(bool quick) {
+  auto& sys = actor_sys();
+  const int n = quick ? 50 : 1000;
+  auto t0 = clock_type::now();
+  std::vector<pactor::actor_ref> refs;
+  for (int i = 0; i < n; ++i)
+    refs.push_back(sys.spawn(echo_actor));
+  for (int i = 0; i < n; ++i)
+    if (sys.request<int>(refs[static_cast<std::size_t>(i)], i,
+                         std::chrono::seconds(30))
+        != i)
+      throw std::runtime_error("wrong echo");
+  double secs = ms_since(t0) / 1000;
+  if (sys.live_actors() < static_cast<std::uint64_t>(n))
+    throw std::runtime_error("not every actor is alive");
+  for (auto& r : refs)
+    sys.kill(r);
+  for (auto& r : refs)
+    (void)sys.join(r, std::chrono::seconds(10));
+  return secs;
+}
+
+double idle_actor_pss_kb(bool) {
+  auto& sys = actor_sys();
+  std::vector<double> samples;
+  for (int i = 0; i < 3; ++i) {
+    auto a = sys.spawn(echo_actor);
+    (void)sys.request<int>(a, 1, std::chrono::seconds(10));
+    samples.push_back(pss_kb(sys.pid(a)));
+    sys.kill(a);
+    (void)sys.join(a, std::chrono::seconds(10));
+  }
+  return median(samples);
+}
+
 std::vector<bench_case> all_cases() {
   return {
     {"spawn_join_ms_fork", "ms",
@@ -394,6 +513,14 @@ std::vector<bench_case> all_cases() {
      [](bool quick) { return pipe_pingpong_us(quick).first; }},
     {"pipe_pingpong_rtt_us_p99", "us",
      [](bool quick) { return pipe_pingpong_us(quick).second; }},
+    {"actor_1p1c_64B_msgs_per_s", "msgs/s", actor_1p1c_msgs_per_s},
+    {"actor_pingpong_rtt_us_p50", "us",
+     [](bool quick) { return actor_pingpong_us(quick).first; }},
+    {"actor_pingpong_rtt_us_p99", "us",
+     [](bool quick) { return actor_pingpong_us(quick).second; }},
+    {"actor_spawn_ms", "ms", actor_spawn_ms},
+    {"actors_1000_spawn_s", "s", actors_1000_spawn_s},
+    {"idle_actor_pss_kb", "kB", idle_actor_pss_kb},
   };
 }
 
@@ -409,6 +536,15 @@ int run_benchmarks(int argc, char** argv) {
 
   std::regex re(filter);
   int failures = 0;
+  // The actor system starts first, while this program is small: its node
+  // forks every actor from its own image (docs/design/actors.md).
+  if (!list)
+    for (auto& c : all_cases())
+      if (c.name.find("actor") != std::string::npos
+          && std::regex_search(c.name, re)) {
+        (void)actor_sys();
+        break;
+      }
   for (auto& c : all_cases()) {
     if (!std::regex_search(c.name, re))
       continue;

@@ -156,6 +156,8 @@ void handle_record(std::span<const std::byte> bytes, std::uint32_t delivery) {
 
 void fire_timers() {
   auto& s = st();
+  if (s.timers.empty())
+    return;
   auto now = steady::now();
   while (!s.timers.empty()) {
     auto it = std::min_element(
@@ -235,7 +237,8 @@ int run_actor(const std::function<std::unique_ptr<actor_impl>()>& make) {
       if (st_ == ring_status::closed)
         break;
       c.mailbox->ack();
-      last = steady::now();
+      if (s.idle.count() > 0)
+        last = steady::now();
       if (s.next) {
         s.beh = std::move(*s.next);
         s.next.reset();

@@ -35,6 +35,7 @@ enum class rpc_op : std::uint8_t {
   stats,             ///< -> a = live actors, b = dead letters
   restart,           ///< a = id: start the next incarnation on the same mailbox
   take_dead_letters, ///< -> blob = vector<dead_letter> (and forgets them)
+  pid_of,            ///< a = id -> a = pid (0: not running)
 };
 
 struct rpc_request {

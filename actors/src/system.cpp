@@ -49,7 +49,7 @@ actor_system::actor_system(actor_system_options opts)
     detail::unique_fd theirs(sv[1]);
     auto ms = static_cast<std::int64_t>(opts.shutdown_timeout.count());
     auto md = opts.max_deliveries;
-    if (detail::thread_count() == 1)
+    if (detail::thread_count() == 1 && !opts.spawn_node)
       s_->node.emplace(with_fork, &detail::node_entry, sv[1], ms, md);
     else
       s_->node.emplace(with_spawn, &detail::node_entry, sv[1], ms, md);
@@ -127,6 +127,11 @@ void actor_system::restart(actor_ref who) {
 std::vector<dead_letter> actor_system::take_dead_letters() {
   auto r = detail::call_node({detail::rpc_op::take_dead_letters, 0, 0, {}, {}});
   return decode_payload<std::vector<dead_letter>>(r.blob);
+}
+
+pid_t actor_system::pid(actor_ref who) {
+  return static_cast<pid_t>(
+    detail::call_node({detail::rpc_op::pid_of, who.id(), 0, {}, {}}).a);
 }
 
 void actor_system::kill(actor_ref who) {

@@ -174,9 +174,21 @@ namespace {
 struct thread_zone {
   msgpack::zone zone;
   bool busy = false;
+  thread_zone() = default;
+  thread_zone(const thread_zone&) = delete;
+  thread_zone& operator=(const thread_zone&) = delete;
+  ~thread_zone();
 };
 
 thread_local thread_zone tls_zone;
+// Set once tls_zone is destroyed: decodes that run later in this thread's
+// exit (destructors of statics run after thread_locals) use their own zone.
+// Trivially destructible, so it stays readable.
+thread_local bool tls_zone_gone = false;
+
+thread_zone::~thread_zone() {
+  tls_zone_gone = true;
+}
 
 bool reference_everything(msgpack::type::object_type, std::size_t, void*) {
   return true;
@@ -184,11 +196,12 @@ bool reference_everything(msgpack::type::object_type, std::size_t, void*) {
 
 } // namespace
 
-scratch_zone::scratch_zone() : zone_(&tls_zone.zone) {
-  if (tls_zone.busy) {
+scratch_zone::scratch_zone() : zone_(nullptr) {
+  if (tls_zone_gone || tls_zone.busy) {
     own_ = std::make_unique<msgpack::zone>();
     zone_ = own_.get();
   } else {
+    zone_ = &tls_zone.zone;
     tls_zone.busy = true;
   }
 }

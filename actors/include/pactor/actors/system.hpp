@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <sys/types.h>
 #include <vector>
 
 namespace pactor {
@@ -24,6 +25,11 @@ struct actor_system_options {
   /// it; it goes to the dead letters and a requester gets remote_error
   /// ("pactor::poison_message").
   std::uint32_t max_deliveries = 3;
+  /// Start the node with spawn (a fresh image of this program) even when
+  /// fork would do: actors, forked from the node, then carry nothing of
+  /// this program's heap (smaller, at about 1 ms more start-up). Needs
+  /// pactor::init in main. With threads in the program it is always spawn.
+  bool spawn_node = false;
 };
 
 namespace detail {
@@ -121,6 +127,8 @@ public:
   [[nodiscard]] actor_ref self() const;
   /// Messages nobody could handle so far.
   std::uint64_t dead_letters();
+  /// The pid of the running incarnation of `who` (0 if it is not running).
+  pid_t pid(actor_ref who);
   /// Number of actors alive now.
   std::uint64_t live_actors();
 
