@@ -3,7 +3,8 @@
 //
 // Erlang:
 //     ping(0, Pong) -> Pong ! finished;
-//     ping(N, Pong) -> Pong ! {ping, self()}, receive pong -> ping(N-1, Pong) end.
+//     ping(N, Pong) -> Pong ! {ping, self()}, receive pong -> ping(N-1, Pong)
+//     end.
 
 #include <pactor/pactor.hpp>
 

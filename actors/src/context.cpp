@@ -6,6 +6,7 @@
 
 #include <pactor/actors/detail/core.hpp>
 #include <pactor/actors/errors.hpp>
+#include <pactor/actors/exit_reason.hpp>
 
 #include <cerrno>
 #include <cstring>
@@ -82,6 +83,8 @@ void resolve_locked(std::uint64_t id) {
   ring_fds q{fds[3].get(), fds[4].get(), fds[5].get()};
   c.mailboxes.insert_or_assign(id, ring::attach(m));
   c.reply_rings.insert_or_assign(id, ring::attach(q));
+  c.policies.insert_or_assign(
+    id, r.blob.empty() ? send_policy{} : decode_payload<send_policy>(r.blob));
 }
 
 } // namespace
@@ -129,13 +132,36 @@ void deliver(actor_ref to, const envelope& e, std::size_t size,
              fn_ref<void(std::byte*)> write) {
   if (!to)
     throw std::invalid_argument("pactor::send: to nobody (an empty actor_ref)");
-  auto& r
-    = (e.flags & flag_reply) != 0 ? replies_of(to.id()) : mailbox_of(to.id());
-  switch (
-    put_envelope(r, e, size, write, wait_limit::after(ctx().send_timeout))) {
+  const bool is_reply = (e.flags & flag_reply) != 0;
+  auto& r = is_reply ? replies_of(to.id()) : mailbox_of(to.id());
+  send_policy policy;
+  if (!is_reply) {
+    std::lock_guard lock(ctx().mu);
+    policy = ctx().policies[to.id()];
+  }
+  auto limit
+    = policy.on_full == overflow::block
+        ? wait_limit::after(std::chrono::milliseconds(policy.send_timeout_ms))
+        : wait_limit::none();
+  switch (put_envelope(r, e, size, write, limit)) {
   case ring_status::ok:
     return;
   case ring_status::timeout:
+    if (policy.on_full == overflow::drop_newest && !is_reply) {
+      // Dropped, not lost without a trace: the node keeps a dead letter.
+      pactor::dead_letter l{to,
+                            actor_ref(e.sender),
+                            e.type,
+                            0,
+                            "dropped: the mailbox was full (drop_newest)",
+                            {}};
+      l.payload.resize(size);
+      write(l.payload.data());
+      rpc_request q{rpc_op::dead_letter, 0, 0, {}, {}};
+      pack_payload(q.blob, l);
+      call_node(q);
+      return;
+    }
     throw queue_full();
   case ring_status::closed: {
     auto st = call_node({rpc_op::resolve, to.id(), 0, {}, {}});
@@ -196,9 +222,12 @@ reply_in await_reply(std::uint64_t request_id, wait_limit limit) {
   }
 }
 
-actor_ref spawn_packed(const packed_target& t, const std::string& name) {
-  rpc_request req{rpc_op::spawn, 0, 0, name, {}};
-  pack_payload(req.blob, t);
+actor_ref spawn_packed(const packed_target& t, const spawn_options& opts) {
+  spawn_wire w{opts.name, opts.mailbox_bytes, opts.mailbox_messages,
+               opts.on_full,
+               static_cast<std::int64_t>(opts.send_timeout.count())};
+  rpc_request req{rpc_op::spawn, 0, 0, opts.name, {}};
+  pack_payload(req.blob, std::make_tuple(t, w));
   auto r = call_node(req);
   if (!r.ok)
     throw std::runtime_error("pactor::spawn: " + r.error);

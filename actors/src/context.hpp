@@ -5,6 +5,7 @@
 
 #include <pactor/actors/actor_ref.hpp>
 #include <pactor/actors/behavior.hpp>
+#include <pactor/actors/spawn_options.hpp>
 #include <pactor/runtime/detail/ring.hpp>
 
 #include "internal.hpp" // runtime internals (unique_fd, ...)
@@ -29,6 +30,7 @@ struct process_context {
   std::optional<ring> replies;
   std::unordered_map<std::uint64_t, ring> mailboxes; // of others
   std::unordered_map<std::uint64_t, ring> reply_rings;
+  std::unordered_map<std::uint64_t, send_policy> policies;
   std::atomic<std::uint64_t> request_counter{0};
   std::chrono::milliseconds send_timeout{10000};
   std::uint32_t max_deliveries = 3; // a message delivered more often is poison

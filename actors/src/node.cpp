@@ -69,6 +69,7 @@ struct actor_rec {
   bool traps_exit = false;
   std::optional<steady::time_point> kill_at; // stop(): SIGKILL then
   std::vector<std::byte> target;             // the packed_target, for restarts
+  send_policy policy; // what senders do when the mailbox is full
 };
 
 struct node_state {
@@ -208,15 +209,25 @@ rpc_reply start_incarnation(node_state& n, actor_rec& rec) {
 }
 
 rpc_reply spawn_actor(node_state& n, const rpc_request& req) {
-  (void)decode_payload<packed_target>(req.blob); // refuse garbage now
+  auto [target, opts]
+    = decode_payload<std::tuple<packed_target, spawn_wire>>(req.blob);
+  if (opts.mailbox_bytes < 4096
+      || opts.mailbox_bytes > (std::uint64_t{1} << 30))
+    return {false,
+            0,
+            0,
+            "spawn_options::mailbox_bytes must be between 4 KiB and 1 GiB",
+            {}};
   auto id = n.next_id++;
   auto& rec = n.actors[id];
   rec.id = id;
-  rec.name = req.name;
+  rec.name = opts.name;
   rec.incarnation = 1;
-  rec.mailbox = held_ring::make({});
+  rec.mailbox
+    = held_ring::make({opts.mailbox_bytes, opts.mailbox_messages, false});
   rec.replies = held_ring::make({std::size_t{1} << 18, 0, false});
-  rec.target = req.blob;
+  rec.policy = {opts.on_full, opts.send_timeout_ms};
+  pack_payload(rec.target, target);
   auto r = start_incarnation(n, rec);
   if (!r.ok)
     n.actors.erase(id);
@@ -333,11 +344,13 @@ rpc_reply handle(node_state& n, std::uint64_t from, const rpc_request& q,
     for (const auto& f : a->replies.fds)
       fds_out.push_back(f.get());
     bool alive = a->alive || a->id == root_id;
-    return {true,
-            a->id,
-            alive ? 1U : 0U,
-            alive ? std::string() : a->last.to_string(),
-            {}};
+    rpc_reply r{true,
+                a->id,
+                alive ? 1U : 0U,
+                alive ? std::string() : a->last.to_string(),
+                {}};
+    pack_payload(r.blob, a->policy);
+    return r;
   }
   case rpc_op::monitor: {
     auto* t = find(q.b);

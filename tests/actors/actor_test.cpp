@@ -468,6 +468,55 @@ BOOST_AUTO_TEST_CASE(
   BOOST_CHECK(sys.take_dead_letters().empty());
 }
 
+BOOST_AUTO_TEST_CASE(a_full_mailbox_blocks_fails_or_drops_as_its_policy_says) {
+  pactor::actor_system sys;
+  auto busy_actor = [&](pactor::overflow policy) {
+    auto c = sys.spawn_with<counter>({.name = "bounded",
+                                      .mailbox_messages = 2,
+                                      .on_full = policy,
+                                      .send_timeout = 50ms},
+                                     0);
+    sys.send(c, slow_add{1, 500, sys.self()}); // handled: stays until ack
+    BOOST_REQUIRE(sys.receive<started>(10s));
+    sys.send(c, add{1}); // the second and last place
+    return c;
+  };
+  auto f = busy_actor(pactor::overflow::fail);
+  auto t0 = std::chrono::steady_clock::now();
+  BOOST_CHECK_THROW(sys.send(f, add{1}), pactor::queue_full);
+  BOOST_CHECK(std::chrono::steady_clock::now() - t0 < 40ms);
+
+  auto b = busy_actor(pactor::overflow::block);
+  t0 = std::chrono::steady_clock::now();
+  BOOST_CHECK_THROW(sys.send(b, add{1}), pactor::queue_full);
+  BOOST_CHECK(std::chrono::steady_clock::now() - t0 >= 45ms);
+
+  auto d = busy_actor(pactor::overflow::drop_newest);
+  sys.send(d, add{100}); // dropped, kept as a dead letter
+  auto letters = sys.take_dead_letters();
+  BOOST_REQUIRE_EQUAL(letters.size(), 1U);
+  BOOST_CHECK(letters[0].to == d);
+  BOOST_CHECK(letters[0].why.find("drop_newest") != std::string::npos);
+  BOOST_CHECK_EQUAL(pactor::decode_payload<add>(letters[0].payload).n, 100);
+  // A request is a message too: while the mailbox is full it is dropped
+  // (and times out); once the slow message is done, it is answered.
+  std::optional<int> sum;
+  for (int i = 0; i < 20 && !sum; ++i) {
+    try {
+      sum = sys.request<int>(d, total{}, 1s);
+    } catch (const pactor::timeout_error&) {
+    }
+  }
+  BOOST_REQUIRE(sum);
+  BOOST_CHECK_EQUAL(*sum, 1 + 1);
+}
+
+BOOST_AUTO_TEST_CASE(bad_spawn_options_are_refused) {
+  pactor::actor_system sys;
+  BOOST_CHECK_THROW(sys.spawn_with<counter>({.mailbox_bytes = 10}, 0),
+                    std::runtime_error);
+}
+
 BOOST_AUTO_TEST_CASE(one_actor_system_per_program) {
   pactor::actor_system sys;
   BOOST_CHECK_THROW(pactor::actor_system second, std::logic_error);

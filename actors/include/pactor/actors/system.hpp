@@ -57,12 +57,23 @@ public:
   /// `on_start()` and `on_stop()`.
   template <class A, class... Args>
   actor_ref spawn(Args&&... args) {
-    return detail::spawn_class<A>(std::string(), std::forward<Args>(args)...);
+    return detail::spawn_class<A>(spawn_options{}, std::forward<Args>(args)...);
   }
   /// Starts an actor whose behaviour `fn(args...)` returns.
   template <class... P, class... Args>
   actor_ref spawn(behavior (*fn)(P...), Args&&... args) {
-    return detail::spawn_fn(std::string(), fn, std::forward<Args>(args)...);
+    return detail::spawn_fn(spawn_options{}, fn, std::forward<Args>(args)...);
+  }
+
+  /// As spawn<A>, with a name, mailbox bounds and an overflow policy.
+  template <class A, class... Args>
+  actor_ref spawn_with(const spawn_options& opts, Args&&... args) {
+    return detail::spawn_class<A>(opts, std::forward<Args>(args)...);
+  }
+  template <class... P, class... Args>
+  actor_ref spawn_with(const spawn_options& opts, behavior (*fn)(P...),
+                       Args&&... args) {
+    return detail::spawn_fn(opts, fn, std::forward<Args>(args)...);
   }
 
   /// Sends `msg` to `to` (tell). Throws actor_exited if `to` has exited for

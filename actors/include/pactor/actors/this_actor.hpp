@@ -38,11 +38,21 @@ R request(actor_ref to, const T& msg,
 
 template <class A, class... Args>
 actor_ref spawn(Args&&... args) {
-  return detail::spawn_class<A>(std::string(), std::forward<Args>(args)...);
+  return detail::spawn_class<A>(spawn_options{}, std::forward<Args>(args)...);
 }
 template <class... P, class... Args>
 actor_ref spawn(behavior (*fn)(P...), Args&&... args) {
-  return detail::spawn_fn(std::string(), fn, std::forward<Args>(args)...);
+  return detail::spawn_fn(spawn_options{}, fn, std::forward<Args>(args)...);
+}
+
+template <class A, class... Args>
+actor_ref spawn_with(const spawn_options& opts, Args&&... args) {
+  return detail::spawn_class<A>(opts, std::forward<Args>(args)...);
+}
+template <class... P, class... Args>
+actor_ref spawn_with(const spawn_options& opts, behavior (*fn)(P...),
+                     Args&&... args) {
+  return detail::spawn_fn(opts, fn, std::forward<Args>(args)...);
 }
 
 /// Stops after the message being handled (reason normal).

@@ -6,6 +6,7 @@
 #include <pactor/actors/actor_ref.hpp>
 #include <pactor/actors/behavior.hpp>
 #include <pactor/actors/errors.hpp>
+#include <pactor/actors/spawn_options.hpp>
 #include <pactor/runtime/detail/ring.hpp>
 #include <pactor/runtime/detail/target.hpp>
 #include <pactor/runtime/queue.hpp>
@@ -158,7 +159,7 @@ int invoke_actor_fn(erased_fn fn, std::span<const std::byte> args) {
 }
 
 /// Asks the node to start a packed actor; returns its ref.
-actor_ref spawn_packed(const packed_target& t, const std::string& name);
+actor_ref spawn_packed(const packed_target& t, const spawn_options& opts);
 
 /// Packs `args` as a target's arguments; pactor objects that travel as fds
 /// cannot be actor arguments (std::invalid_argument).
@@ -175,7 +176,7 @@ std::vector<std::byte> pack_actor_args(A&&... args) {
 }
 
 template <class A, class... Args>
-actor_ref spawn_class(const std::string& name, Args&&... args) {
+actor_ref spawn_class(const spawn_options& opts, Args&&... args) {
   static_assert(std::is_constructible_v<A, std::decay_t<Args>...>,
                 "pactor::spawn<A>(args...): A cannot be constructed from "
                 "these arguments");
@@ -189,11 +190,11 @@ actor_ref spawn_class(const std::string& name, Args&&... args) {
     reinterpret_cast<erased_fn>(&invoke_actor_class<A, std::decay_t<Args>...>));
   t.function = t.trampoline;
   t.args = pack_actor_args<std::decay_t<Args>...>(std::forward<Args>(args)...);
-  return spawn_packed(t, name);
+  return spawn_packed(t, opts);
 }
 
 template <class... P, class... Args>
-actor_ref spawn_fn(const std::string& name, pactor::behavior (*fn)(P...),
+actor_ref spawn_fn(const spawn_options& opts, pactor::behavior (*fn)(P...),
                    Args&&... args) {
   static_assert(sizeof...(P) == sizeof...(Args),
                 "pactor::spawn(fn, args...): fn takes a different number of "
@@ -203,7 +204,7 @@ actor_ref spawn_fn(const std::string& name, pactor::behavior (*fn)(P...),
     reinterpret_cast<erased_fn>(&invoke_actor_fn<std::decay_t<P>...>));
   t.function = make_function_ref(reinterpret_cast<erased_fn>(fn));
   t.args = pack_actor_args<std::decay_t<P>...>(std::forward<Args>(args)...);
-  return spawn_packed(t, name);
+  return spawn_packed(t, opts);
 }
 
 } // namespace pactor::detail
