@@ -3,12 +3,14 @@
 
 #include <pactor/actors/detail/core.hpp>
 #include <pactor/actors/this_actor.hpp>
+#include <pactor/runtime/wait.hpp>
 
 #include "context.hpp"
 
 #include <algorithm>
 #include <cstdio>
 #include <optional>
+#include <unordered_map>
 
 namespace pactor {
 
@@ -34,6 +36,11 @@ struct actor_state {
   std::uint32_t delivery = 0;
   std::vector<timer> timers;
   std::chrono::milliseconds idle{0};
+  struct pending {
+    std::optional<steady::time_point> deadline;
+    async_callback cb;
+  };
+  std::unordered_map<std::uint64_t, pending> asyncs;
 };
 
 actor_state& st() {
@@ -154,6 +161,70 @@ void handle_record(std::span<const std::byte> bytes, std::uint32_t delivery) {
   }
 }
 
+// Runs the callbacks of asynchronous requests whose reply came (in the
+// stash of a blocking request, or in the replies ring) or whose time is up.
+void process_async() {
+  auto& s = st();
+  auto& c = ctx();
+  if (s.asyncs.empty())
+    return;
+  auto finish
+    = [&](std::uint64_t id, const reply_in* rep, std::exception_ptr err) {
+        auto it = s.asyncs.find(id);
+        if (it == s.asyncs.end())
+          return;
+        auto cb = std::move(it->second.cb);
+        s.asyncs.erase(it);
+        c.async_ids.erase(id);
+        cb(rep, err);
+      };
+  auto deliver_one = [&](std::uint64_t id, bool error, type_tag_t type,
+                         std::vector<std::byte> bytes) {
+    if (error) {
+      std::exception_ptr err;
+      try {
+        auto [t, m]
+          = decode_payload<std::pair<std::string, std::string>>(bytes);
+        err = std::make_exception_ptr(remote_error(t, m));
+      } catch (...) {
+        err = std::current_exception();
+      }
+      finish(id, nullptr, err);
+    } else {
+      reply_in rep{type, std::move(bytes)};
+      finish(id, &rep, nullptr);
+    }
+  };
+  auto stash = std::move(c.async_stash);
+  c.async_stash.clear();
+  for (auto& r : stash)
+    deliver_one(r.id, r.error, r.type, std::move(r.bytes));
+  for (;;) {
+    std::optional<process_context::stashed_reply> got;
+    auto read = [&](std::span<const std::byte> bytes) {
+      auto mv = read_envelope(bytes);
+      if (s.asyncs.count(mv.header.request_id) == 0)
+        return; // late or duplicate: dropped
+      got = process_context::stashed_reply{
+        mv.header.request_id,
+        (mv.header.flags & flag_error) != 0,
+        mv.header.type,
+        {mv.payload.begin(), mv.payload.end()}};
+    };
+    if (c.replies->get(read, wait_limit::none()) != ring_status::ok)
+      break;
+    if (got) // the callback runs outside the ring's get
+      deliver_one(got->id, got->error, got->type, std::move(got->bytes));
+  }
+  auto now = steady::now();
+  std::vector<std::uint64_t> expired;
+  for (auto& [id, p] : s.asyncs)
+    if (p.deadline && *p.deadline <= now)
+      expired.push_back(id);
+  for (auto id : expired)
+    finish(id, nullptr, std::make_exception_ptr(timeout_error()));
+}
+
 void fire_timers() {
   auto& s = st();
   if (s.timers.empty())
@@ -180,6 +251,26 @@ void fire_timers() {
 }
 
 } // namespace
+
+void register_async(std::uint64_t request_id, wait_limit limit,
+                    async_callback cb) {
+  auto& s = running();
+  if (!cb) { // forget it (the request could not be sent)
+    s.asyncs.erase(request_id);
+    ctx().async_ids.erase(request_id);
+    return;
+  }
+  std::optional<steady::time_point> deadline;
+  if (!limit.none_allowed()) {
+    const auto& d = limit.deadline();
+    if (d)
+      deadline = *d;
+  } else {
+    deadline = steady::now();
+  }
+  s.asyncs[request_id] = {deadline, std::move(cb)};
+  ctx().async_ids[request_id] = true;
+}
 
 int run_actor(const std::function<std::unique_ptr<actor_impl>()>& make) {
   auto& s = st();
@@ -212,6 +303,7 @@ int run_actor(const std::function<std::unique_ptr<actor_impl>()>& make) {
   try {
     while (!s.stop) {
       fire_timers();
+      process_async();
       auto st_ = c.mailbox->peek(handler, wait_limit::none());
       if (st_ == ring_status::timeout) {
         // Nothing now: sleep until a message, the next timer or idleness.
@@ -220,8 +312,18 @@ int run_actor(const std::function<std::unique_ptr<actor_impl>()>& make) {
           until = until ? std::min(*until, t.at) : t.at;
         if (s.idle.count() > 0)
           until = until ? std::min(*until, last + s.idle) : last + s.idle;
+        for (auto& [id, p] : s.asyncs)
+          if (p.deadline)
+            until = until ? std::min(*until, *p.deadline) : *p.deadline;
         auto limit = until ? wait_limit::after(*until - steady::now())
                            : wait_limit::forever();
+        if (!s.asyncs.empty()) {
+          // A reply may come first: wait for either ring, then look again.
+          waitable both[2]
+            = {waitable::of_ring(*c.mailbox), waitable::of_ring(*c.replies)};
+          (void)pactor::wait(std::span<const waitable>(both, 2), limit);
+          continue;
+        }
         st_ = c.mailbox->peek(handler, limit);
         if (st_ == ring_status::timeout) {
           if (s.idle.count() > 0 && steady::now() >= last + s.idle) {

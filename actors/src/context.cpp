@@ -197,8 +197,16 @@ reply_in await_reply(std::uint64_t request_id, wait_limit limit) {
     bool error = false;
     auto read = [&](std::span<const std::byte> bytes) {
       auto mv = read_envelope(bytes);
-      if (mv.header.request_id != request_id)
-        return; // a late or duplicate reply: dropped
+      if (mv.header.request_id != request_id) {
+        // Another request's: kept if asynchronous and awaited, else a late
+        // or duplicate reply (dropped).
+        if (c.async_ids.count(mv.header.request_id) != 0)
+          c.async_stash.push_back({mv.header.request_id,
+                                   (mv.header.flags & flag_error) != 0,
+                                   mv.header.type,
+                                   {mv.payload.begin(), mv.payload.end()}});
+        return;
+      }
       error = (mv.header.flags & flag_error) != 0;
       match.emplace(
         reply_in{mv.header.type, {mv.payload.begin(), mv.payload.end()}});

@@ -31,6 +31,16 @@ struct process_context {
   std::unordered_map<std::uint64_t, ring> mailboxes; // of others
   std::unordered_map<std::uint64_t, ring> reply_rings;
   std::unordered_map<std::uint64_t, send_policy> policies;
+  // Asynchronous requests of the actor in this process: ids being awaited,
+  // and their replies that a blocking request read first.
+  struct stashed_reply {
+    std::uint64_t id;
+    bool error;
+    type_tag_t type;
+    std::vector<std::byte> bytes;
+  };
+  std::unordered_map<std::uint64_t, bool> async_ids;
+  std::vector<stashed_reply> async_stash;
   std::atomic<std::uint64_t> request_counter{0};
   std::chrono::milliseconds send_timeout{10000};
   std::uint32_t max_deliveries = 3; // a message delivered more often is poison

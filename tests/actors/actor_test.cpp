@@ -209,6 +209,46 @@ pactor::behavior idler(int ms) {
   return pactor::behavior{[](const total&) { return 0; }};
 }
 
+struct ask_async {
+  actor_ref of;
+  int timeout_ms;
+  MSGPACK_DEFINE(of, timeout_ms)
+};
+struct report {
+  MSGPACK_DEFINE()
+};
+
+// Asks without blocking; keeps what came back.
+class async_asker {
+public:
+  pactor::behavior behavior() {
+    return pactor::behavior{
+      [this](const ask_async& a) {
+        pactor::this_actor::request_async<int>(
+          a.of, total{}, std::chrono::milliseconds(a.timeout_ms),
+          [this](int v) { last_ = v; },
+          [this](const std::exception_ptr& e) {
+            try {
+              std::rethrow_exception(e);
+            } catch (const pactor::timeout_error&) {
+              ++timeouts_;
+            } catch (...) {
+              ++other_errors_;
+            }
+          });
+      },
+      [this](const report&) {
+        return std::vector<int>{last_, timeouts_, other_errors_};
+      },
+    };
+  }
+
+private:
+  int last_ = -1;
+  int timeouts_ = 0;
+  int other_errors_ = 0;
+};
+
 } // namespace
 
 BOOST_FIXTURE_TEST_SUITE(actors, pactor_test::no_leftovers)
@@ -347,7 +387,8 @@ BOOST_AUTO_TEST_CASE(a_linked_actor_dies_too_unless_it_traps_exits) {
   sys.send(victim2, boom{"gone"});
   BOOST_REQUIRE(sys.join(victim2, 10s));
   std::vector<std::string> seen;
-  for (int i = 0; i < 200 && seen.empty(); ++i) // the exit_msg is on its way
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (seen.empty() && std::chrono::steady_clock::now() < deadline)
     seen = sys.request<std::vector<std::string>>(trapper, exits_seen{}, 5s);
   BOOST_REQUIRE_EQUAL(seen.size(), 1U);
   BOOST_CHECK_EQUAL(seen[0], "exception std::runtime_error: gone");
@@ -515,6 +556,38 @@ BOOST_AUTO_TEST_CASE(bad_spawn_options_are_refused) {
   pactor::actor_system sys;
   BOOST_CHECK_THROW(sys.spawn_with<counter>({.mailbox_bytes = 10}, 0),
                     std::runtime_error);
+}
+
+BOOST_AUTO_TEST_CASE(an_asynchronous_request_does_not_block_the_actor) {
+  pactor::actor_system sys;
+  auto c = sys.spawn<counter>(7);
+  auto asker = sys.spawn<async_asker>();
+  sys.send(c, slow_add{0, 300, sys.self()}); // the counter is busy a while
+  BOOST_REQUIRE(sys.receive<started>(10s));
+  sys.send(asker, ask_async{c, 10000});
+  // The asker answers while its own request waits.
+  auto r = sys.request<std::vector<int>>(asker, report{}, 5s);
+  BOOST_CHECK_EQUAL(r.at(0), -1);
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (r.at(0) == -1 && std::chrono::steady_clock::now() < deadline)
+    r = sys.request<std::vector<int>>(asker, report{}, 5s);
+  BOOST_CHECK_EQUAL(r.at(0), 7);
+  BOOST_CHECK_EQUAL(r.at(1), 0);
+
+  // Too short a timeout: on_error gets timeout_error; the late reply is
+  // dropped (last stays 7 although the counter now holds 8).
+  sys.send(c, add{1});
+  sys.send(c, slow_add{0, 300, sys.self()});
+  BOOST_REQUIRE(sys.receive<started>(10s));
+  sys.send(asker, ask_async{c, 20});
+  deadline = std::chrono::steady_clock::now() + 10s;
+  while (r.at(1) == 0 && std::chrono::steady_clock::now() < deadline)
+    r = sys.request<std::vector<int>>(asker, report{}, 5s);
+  BOOST_CHECK_EQUAL(r.at(1), 1);
+  BOOST_CHECK_EQUAL(sys.request<int>(c, total{}, 5s), 8); // after the slow one
+  r = sys.request<std::vector<int>>(asker, report{}, 5s);
+  BOOST_CHECK_EQUAL(r.at(0), 7);
+  BOOST_CHECK_EQUAL(r.at(2), 0);
 }
 
 BOOST_AUTO_TEST_CASE(one_actor_system_per_program) {

@@ -5,10 +5,11 @@
 
 #include <pactor/serialization/adaptors.hpp>
 
+#include <msgpack.hpp>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <msgpack.hpp>
 #include <string>
 
 namespace pactor {

@@ -36,6 +36,45 @@ R request(actor_ref to, const T& msg,
   return detail::request<R>(to, msg, detail::wait_limit::after(timeout));
 }
 
+/// A request that does not block the actor: it returns at once, and when
+/// the reply comes the actor runs `on_reply(R)` (`on_reply()` for void)
+/// between messages; `on_error(std::exception_ptr)` gets timeout_error,
+/// remote_error or actor_exited instead. A reply after the timeout is
+/// dropped.
+template <class R, class T, class Rep, class Period, class OnReply,
+          class OnError>
+void request_async(actor_ref to, const T& msg,
+                   std::chrono::duration<Rep, Period> timeout, OnReply on_reply,
+                   OnError on_error) {
+  auto id = detail::next_request_id();
+  detail::register_async(
+    id, detail::wait_limit::after(timeout),
+    [on_reply = std::move(on_reply), on_error = std::move(on_error)](
+      const detail::reply_in* rep, std::exception_ptr err) mutable {
+      if (err) {
+        on_error(err);
+        return;
+      }
+      if constexpr (std::is_void_v<R>) {
+        on_reply();
+      } else {
+        if (rep->type != type_tag<R>()) {
+          on_error(std::make_exception_ptr(
+            remote_error("pactor::wrong_reply_type",
+                         "the reply is not a " + std::string(type_name<R>()))));
+          return;
+        }
+        on_reply(decode_payload<R>(rep->bytes));
+      }
+    });
+  try {
+    detail::send_message(to, self(), msg, id, detail::flag_request);
+  } catch (...) {
+    detail::register_async(id, detail::wait_limit::none(), nullptr); // forget
+    throw;
+  }
+}
+
 template <class A, class... Args>
 actor_ref spawn(Args&&... args) {
   return detail::spawn_class<A>(spawn_options{}, std::forward<Args>(args)...);

@@ -43,6 +43,12 @@ public:
   waitable(const process& p) // NOLINT(google-explicit-constructor)
       : fd_(p.sentinel()) {
   }
+  /// Ready when the ring has a record (the layer above queues: actors).
+  static waitable of_ring(const detail::ring& r) noexcept {
+    waitable w;
+    w.ring_ = &r;
+    return w;
+  }
   /// Ready when `fd` is readable (a socket, a pipe, a pidfd...).
   static waitable readable_fd(int fd) noexcept {
     waitable w;

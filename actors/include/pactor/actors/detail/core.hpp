@@ -15,6 +15,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -81,6 +83,14 @@ R request(actor_ref to, const T& msg, wait_limit limit) {
     return decode_payload<R>(rep.bytes);
   }
 }
+
+/// The outcome of an asynchronous request: a reply, or an error.
+using async_callback
+  = std::function<void(const reply_in* reply, std::exception_ptr error)>;
+/// Registers an asynchronous request of the running actor; its callback
+/// runs between messages. std::logic_error outside an actor.
+void register_async(std::uint64_t request_id, wait_limit limit,
+                    async_callback cb);
 
 /// The actor that runs in a process: made by its entry point.
 class actor_impl {
