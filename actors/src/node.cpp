@@ -83,6 +83,7 @@ struct node_state {
   std::uint32_t max_deliveries = 3;
   pid_t node_pid = 0;
   bool stopping = false;
+  int sigfd = -1; // SIGINT, SIGTERM (and SIGCHLD) arrive here
   std::function<void(actor_rec&)> on_start; // watch its fds
 };
 
@@ -488,6 +489,7 @@ rpc_reply handle(node_state& n, std::uint64_t from, const rpc_request& q,
 bool stop_all(node_state& n) {
   n.stopping = true;
   bool clean = true;
+  bool hurry = false; // a second SIGINT/SIGTERM: kill the rest at once
   for (auto it = n.actors.rbegin(); it != n.actors.rend(); ++it) {
     auto& a = it->second;
     if (!a.alive || a.id == root_id)
@@ -496,18 +498,29 @@ bool stop_all(node_state& n) {
     pollfd p{a.pidfd.get(), POLLIN, 0};
     auto deadline = steady::now() + n.shutdown_timeout;
     for (;;) {
-      // Keep answering the actor's own requests (its exit report) meanwhile.
-      pollfd two[2] = {p, {a.ctl.get(), POLLIN, 0}};
+      if (hurry)
+        break;
+      // Keep answering the actor's own requests (its exit report) meanwhile,
+      // and listen for a second Ctrl-C.
+      pollfd two[3] = {p, {a.ctl.get(), POLLIN, 0}, {n.sigfd, POLLIN, 0}};
+      if (!a.ctl)
+        two[1].fd = -1;
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                     deadline - steady::now())
                     .count();
       if (left <= 0)
         break;
-      if (::poll(two, a.ctl ? 2 : 1, static_cast<int>(left)) < 0
-          && errno != EINTR)
+      if (::poll(two, 3, static_cast<int>(left)) < 0 && errno != EINTR)
         break;
       if ((two[0].revents & POLLIN) != 0)
         break;
+      if ((two[2].revents & POLLIN) != 0) {
+        signalfd_siginfo si{};
+        while (::read(n.sigfd, &si, sizeof si) == sizeof si)
+          if (si.ssi_signo == SIGINT || si.ssi_signo == SIGTERM)
+            hurry = true;
+        continue;
+      }
       if (a.ctl && (two[1].revents & (POLLIN | POLLHUP)) != 0) {
         std::vector<std::byte> buf(1 << 16);
         std::vector<unique_fd> ignored;
@@ -526,7 +539,8 @@ bool stop_all(node_state& n) {
       clean = false;
       exit_reason k;
       k.kind = exit_kind::killed;
-      k.message = "did not stop within the shutdown timeout";
+      k.message = hurry ? "a second interrupt during shutdown"
+                        : "did not stop within the shutdown timeout";
       a.imposed = k;
       send_signal(a, SIGKILL);
     }
@@ -559,6 +573,7 @@ int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
   ::sigaddset(&sigs, SIGCHLD);
   ::sigprocmask(SIG_BLOCK, &sigs, nullptr);
   unique_fd sigfd(::signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK));
+  n.sigfd = sigfd.get();
   // The root's endpoint: a mailbox and a replies ring like an actor's.
   auto& root = n.actors[root_id];
   root.id = root_id;

@@ -3,15 +3,22 @@
 // become, idle timeouts, refs in messages, shutdown.
 
 #include <pactor/actors/actors.hpp>
+#include <pactor/runtime/process.hpp>
+#include <pactor/runtime/queue.hpp>
 
 #include "hygiene.hpp"
 #include <boost/test/unit_test.hpp>
 
 #include <chrono>
 #include <csignal>
+#include <fstream>
 #include <optional>
+#include <poll.h>
+#include <sstream>
 #include <stdexcept>
 #include <string>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -593,6 +600,124 @@ BOOST_AUTO_TEST_CASE(an_asynchronous_request_does_not_block_the_actor) {
 BOOST_AUTO_TEST_CASE(one_actor_system_per_program) {
   pactor::actor_system sys;
   BOOST_CHECK_THROW(pactor::actor_system second, std::logic_error);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// --- the node and the root ------------------------------------------------
+
+namespace {
+
+int stat_ppid(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(in, line);
+  auto close = line.rfind(')');
+  if (close == std::string::npos)
+    return 0;
+  std::istringstream rest(line.substr(close + 2));
+  char state = '?';
+  int ppid = 0;
+  rest >> state >> ppid;
+  return ppid;
+}
+
+// A program with an actor system: reports the pids of its node and of two
+// busy actors (each in a 20 s handler), then waits to be killed.
+void root_program(pactor::queue<std::vector<int>> pids, pactor::queue<int> hold,
+                  bool busy) {
+  pactor::actor_system sys;
+  std::vector<int> out;
+  for (int i = 0; i < 2; ++i) {
+    auto a = sys.spawn<counter>(0);
+    (void)sys.request<int>(a, total{}, 10s);
+    if (busy)
+      sys.send(a, slow_add{1, 20000, sys.self()});
+    out.push_back(sys.pid(a));
+  }
+  if (busy)
+    for (int i = 0; i < 2; ++i)
+      (void)sys.receive<started>(10s);
+  out.insert(out.begin(), stat_ppid(out[0])); // the node
+  pids.put(out);
+  (void)hold.get(30s); // never comes (the parent kills us) or times out
+}
+
+// Waits (bounded) until signal `sig` is no longer pending in process `pid`
+// (it was taken), from /proc/PID/status.
+bool wait_not_pending(pid_t pid, int sig, std::chrono::seconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    unsigned long long pending = ~0ULL;
+    while (std::getline(in, line))
+      if (line.rfind("ShdPnd:", 0) == 0)
+        pending = std::stoull(line.substr(7), nullptr, 16);
+    if ((pending & (1ULL << (sig - 1))) == 0)
+      return true;
+    std::this_thread::yield();
+  }
+  return false;
+}
+
+// Waits (bounded) until every pid has exited, reaping the ones that are
+// our children (this binary is a subreaper: orphans come to it).
+bool all_exit(const std::vector<int>& pids, std::chrono::seconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  for (int pid : pids) {
+    int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    if (fd < 0)
+      continue; // already gone
+    pollfd p{fd, POLLIN, 0};
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                  deadline - std::chrono::steady_clock::now())
+                  .count();
+    bool exited = ::poll(&p, 1, static_cast<int>(std::max<long>(left, 0))) == 1;
+    ::close(fd);
+    if (!exited)
+      return false;
+    ::waitpid(pid, nullptr, WNOHANG);
+  }
+  return true;
+}
+
+} // namespace
+
+BOOST_FIXTURE_TEST_SUITE(node_and_root, pactor_test::no_leftovers)
+
+BOOST_AUTO_TEST_CASE(the_node_and_every_actor_die_with_the_root) {
+  pactor::queue<std::vector<int>> pids;
+  pactor::queue<int> hold;
+  pactor::process root(pactor::with_fork, root_program, pids, hold, false);
+  root.start();
+  auto p = pids.get(20s);
+  BOOST_REQUIRE_EQUAL(p.size(), 3U);
+  root.kill();
+  BOOST_REQUIRE(root.join(10s));
+  BOOST_CHECK(all_exit(p, 10s));
+}
+
+BOOST_AUTO_TEST_CASE(a_second_interrupt_kills_what_is_still_stopping) {
+  pactor::queue<std::vector<int>> pids;
+  pactor::queue<int> hold;
+  pactor::process root(pactor::with_fork, root_program, pids, hold, true);
+  root.start();
+  auto p = pids.get(20s);
+  BOOST_REQUIRE_EQUAL(p.size(), 3U);
+  // Ctrl-C: the node stops the actors in order, each may take its shutdown
+  // timeout (5 s) since both are in a 20 s handler; a second one ends it.
+  ::kill(p[0], SIGINT);
+  // Signals of one kind do not queue: the second one must come after the
+  // node took the first (it is no longer pending: bounded wait).
+  BOOST_REQUIRE(wait_not_pending(p[0], SIGINT, 5s));
+  auto t0 = std::chrono::steady_clock::now();
+  ::kill(p[0], SIGINT);
+  BOOST_CHECK(all_exit(p, 4s));
+  BOOST_CHECK(std::chrono::steady_clock::now() - t0 < 4s);
+  root.kill();
+  BOOST_REQUIRE(root.join(10s));
+  (void)all_exit(p, 10s); // reap what the root's death passed on to us
 }
 
 BOOST_AUTO_TEST_SUITE_END()
