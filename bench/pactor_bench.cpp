@@ -414,6 +414,22 @@ std::pair<double, double> actor_pingpong_us(bool quick) {
   return *result;
 }
 
+// The same round trip with no spinning on either side: every message wakes
+// a sleeping process (the VM's wake-up cost decides).
+double actor_pingpong_blocking_us(bool quick) {
+  auto& sys = actor_sys();
+  auto a = sys.spawn_with({.spin = std::chrono::nanoseconds(0)}, echo_actor);
+  sys.spin(std::chrono::nanoseconds(0));
+  auto r = round_trip_us(quick ? 100 : 5000, 50, [&](int i) {
+    if (sys.request<int>(a, i, std::chrono::seconds(10)) != i)
+      throw std::runtime_error("wrong echo");
+  });
+  sys.spin(std::chrono::microseconds(50));
+  sys.stop(a);
+  (void)sys.join(a, std::chrono::seconds(10));
+  return r.first;
+}
+
 // Spawn to first answer, one actor at a time.
 double actor_spawn_ms(bool quick) {
   auto& sys = actor_sys();
@@ -518,6 +534,7 @@ std::vector<bench_case> all_cases() {
      [](bool quick) { return actor_pingpong_us(quick).first; }},
     {"actor_pingpong_rtt_us_p99", "us",
      [](bool quick) { return actor_pingpong_us(quick).second; }},
+    {"actor_pingpong_blocking_rtt_us_p50", "us", actor_pingpong_blocking_us},
     {"actor_spawn_ms", "ms", actor_spawn_ms},
     {"actors_1000_spawn_s", "s", actors_1000_spawn_s},
     {"idle_actor_pss_kb", "kB", idle_actor_pss_kb},

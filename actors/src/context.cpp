@@ -231,9 +231,12 @@ reply_in await_reply(std::uint64_t request_id, wait_limit limit) {
 }
 
 actor_ref spawn_packed(const packed_target& t, const spawn_options& opts) {
-  spawn_wire w{opts.name, opts.mailbox_bytes, opts.mailbox_messages,
+  spawn_wire w{opts.name,
+               opts.mailbox_bytes,
+               opts.mailbox_messages,
                opts.on_full,
-               static_cast<std::int64_t>(opts.send_timeout.count())};
+               static_cast<std::int64_t>(opts.send_timeout.count()),
+               static_cast<std::int64_t>(opts.spin.count())};
   rpc_request req{rpc_op::spawn, 0, 0, opts.name, {}};
   pack_payload(req.blob, std::make_tuple(t, w));
   auto r = call_node(req);

@@ -44,6 +44,7 @@ struct process_context {
   std::atomic<std::uint64_t> request_counter{0};
   std::chrono::milliseconds send_timeout{10000};
   std::uint32_t max_deliveries = 3; // a message delivered more often is poison
+  std::int64_t spin_ns = 50000;     // spin before sleeping on own rings
 };
 
 process_context& ctx();
@@ -71,7 +72,7 @@ struct node_handle;
 
 /// The node's main loop (in the node process).
 int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
-              std::uint32_t max_deliveries);
+              std::uint32_t max_deliveries, std::int64_t spin_ns);
 
 /// Demangled name of the exception being handled.
 std::string current_exception_type();

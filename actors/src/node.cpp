@@ -69,7 +69,8 @@ struct actor_rec {
   bool traps_exit = false;
   std::optional<steady::time_point> kill_at; // stop(): SIGKILL then
   std::vector<std::byte> target;             // the packed_target, for restarts
-  send_policy policy; // what senders do when the mailbox is full
+  send_policy policy;        // what senders do when the mailbox is full
+  std::int64_t spin_ns = -1; // its own spin (-1: the node's default)
 };
 
 struct node_state {
@@ -81,6 +82,7 @@ struct node_state {
   std::uint64_t dead_letters = 0;
   std::deque<dead_letter> letters; // the newest max_letters, inspectable
   std::uint32_t max_deliveries = 3;
+  std::int64_t spin_ns = 50000; // how long an actor spins before sleeping
   pid_t node_pid = 0;
   bool stopping = false;
   int sigfd = -1; // SIGINT, SIGTERM (and SIGCHLD) arrive here
@@ -146,6 +148,7 @@ void node_deliver(node_state& n, actor_rec& to, const T& msg,
 [[noreturn]] void run_child(node_state& n, actor_rec& a, int actor_end,
                             const packed_target& t) {
   ctx().max_deliveries = n.max_deliveries;
+  ctx().spin_ns = n.spin_ns;
   std::vector<int> keep{actor_end};
   for (const auto& f : a.mailbox.fds)
     keep.push_back(f.get());
@@ -167,6 +170,10 @@ void node_deliver(node_state& n, actor_rec& to, const T& msg,
   try {
     c.mailbox.emplace(ring::attach(a.mailbox.raw()));
     c.replies.emplace(ring::attach(a.replies.raw()));
+    auto spin
+      = std::chrono::nanoseconds(a.spin_ns >= 0 ? a.spin_ns : n.spin_ns);
+    c.mailbox->spin(spin);
+    c.replies->spin(spin);
     auto tramp
       = reinterpret_cast<trampoline_fn>(resolve_function_ref(t.trampoline));
     auto fn = resolve_function_ref(t.function);
@@ -228,6 +235,7 @@ rpc_reply spawn_actor(node_state& n, const rpc_request& req) {
     = held_ring::make({opts.mailbox_bytes, opts.mailbox_messages, false});
   rec.replies = held_ring::make({std::size_t{1} << 18, 0, false});
   rec.policy = {opts.on_full, opts.send_timeout_ms};
+  rec.spin_ns = opts.spin_ns;
   pack_payload(rec.target, target);
   auto r = start_incarnation(n, rec);
   if (!r.ok)
@@ -552,7 +560,7 @@ bool stop_all(node_state& n) {
 } // namespace
 
 int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
-              std::uint32_t max_deliveries) {
+              std::uint32_t max_deliveries, std::int64_t spin_ns) {
   ::prctl(PR_SET_NAME, "pactor-node");
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
   // A node with 1,000 actors holds about 8,000 fds: soft limit = hard limit.
@@ -565,6 +573,7 @@ int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
   n.root_sock = root_sock;
   n.shutdown_timeout = std::chrono::milliseconds(shutdown_timeout_ms);
   n.max_deliveries = max_deliveries;
+  n.spin_ns = spin_ns;
   n.node_pid = ::getpid();
   sigset_t sigs;
   ::sigemptyset(&sigs);

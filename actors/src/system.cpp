@@ -26,9 +26,9 @@ namespace {
 
 std::atomic<bool> system_exists{false};
 
-int node_entry(int sock, std::int64_t shutdown_ms,
-               std::uint32_t max_deliveries) {
-  return node_main(sock, shutdown_ms, max_deliveries);
+int node_entry(int sock, std::int64_t shutdown_ms, std::uint32_t max_deliveries,
+               std::int64_t spin_ns) {
+  return node_main(sock, shutdown_ms, max_deliveries, spin_ns);
 }
 
 } // namespace
@@ -49,10 +49,11 @@ actor_system::actor_system(actor_system_options opts)
     detail::unique_fd theirs(sv[1]);
     auto ms = static_cast<std::int64_t>(opts.shutdown_timeout.count());
     auto md = opts.max_deliveries;
+    auto spin = static_cast<std::int64_t>(opts.spin.count());
     if (detail::thread_count() == 1 && !opts.spawn_node)
-      s_->node.emplace(with_fork, &detail::node_entry, sv[1], ms, md);
+      s_->node.emplace(with_fork, &detail::node_entry, sv[1], ms, md, spin);
     else
-      s_->node.emplace(with_spawn, &detail::node_entry, sv[1], ms, md);
+      s_->node.emplace(with_spawn, &detail::node_entry, sv[1], ms, md, spin);
     s_->node->name("pactor-node").daemon(true).pass_fds({sv[1]});
     s_->node->start();
     theirs.reset();
@@ -69,6 +70,9 @@ actor_system::actor_system(actor_system_options opts)
       detail::ring::attach({fds[0].get(), fds[1].get(), fds[2].get()}));
     c.replies.emplace(
       detail::ring::attach({fds[3].get(), fds[4].get(), fds[5].get()}));
+    c.mailbox->spin(opts.spin);
+    c.replies->spin(opts.spin);
+    c.spin_ns = spin;
   } catch (...) {
     if (s_->node && s_->node->is_alive()) {
       s_->node->kill();
@@ -127,6 +131,14 @@ void actor_system::restart(actor_ref who) {
 std::vector<dead_letter> actor_system::take_dead_letters() {
   auto r = detail::call_node({detail::rpc_op::take_dead_letters, 0, 0, {}, {}});
   return decode_payload<std::vector<dead_letter>>(r.blob);
+}
+
+void actor_system::spin(std::chrono::nanoseconds limit) {
+  auto& c = detail::ctx();
+  if (c.mailbox)
+    c.mailbox->spin(limit);
+  if (c.replies)
+    c.replies->spin(limit);
 }
 
 pid_t actor_system::pid(actor_ref who) {

@@ -32,6 +32,9 @@ struct spawn_options {
   overflow on_full = overflow::block;
   /// block: how long a send waits for room.
   std::chrono::milliseconds send_timeout{10000};
+  /// How long the actor spins on its empty mailbox before it sleeps;
+  /// negative: the system's actor_system_options::spin.
+  std::chrono::nanoseconds spin{-1};
 };
 
 namespace detail {
@@ -42,8 +45,9 @@ struct spawn_wire {
   std::uint64_t mailbox_messages = 0;
   overflow on_full = overflow::block;
   std::int64_t send_timeout_ms = 0;
+  std::int64_t spin_ns = -1;
   MSGPACK_DEFINE(name, mailbox_bytes, mailbox_messages, on_full,
-                 send_timeout_ms)
+                 send_timeout_ms, spin_ns)
 };
 /// What a sender needs to know about a mailbox.
 struct send_policy {
