@@ -272,6 +272,22 @@ void register_async(std::uint64_t request_id, wait_limit limit,
   ctx().async_ids[request_id] = true;
 }
 
+// The exit reason for the exception being handled ("exception", its type,
+// `prefix` + what()).
+exit_reason exception_reason(const std::string& prefix) {
+  exit_reason r;
+  r.kind = exit_kind::exception;
+  r.type = current_exception_type();
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    r.message = prefix + e.what();
+  } catch (...) {
+    r.message = prefix;
+  }
+  return r;
+}
+
 int run_actor(const std::function<std::unique_ptr<actor_impl>()>& make) {
   auto& s = st();
   auto& c = ctx();
@@ -283,17 +299,7 @@ int run_actor(const std::function<std::unique_ptr<actor_impl>()>& make) {
     s.beh = impl->make_behavior();
     impl->on_start();
   } catch (...) {
-    exit_reason r;
-    r.kind = exit_kind::exception;
-    r.type = current_exception_type();
-    try {
-      throw;
-    } catch (const std::exception& e) {
-      r.message = std::string("while starting: ") + e.what();
-    } catch (...) {
-      r.message = "while starting";
-    }
-    report_exit(r);
+    report_exit(exception_reason("while starting: "));
     return 1;
   }
   auto last = steady::now();
@@ -348,15 +354,7 @@ int run_actor(const std::function<std::unique_ptr<actor_impl>()>& make) {
     }
     impl->on_stop();
   } catch (...) {
-    exit_reason r;
-    r.kind = exit_kind::exception;
-    r.type = current_exception_type();
-    try {
-      throw;
-    } catch (const std::exception& e) {
-      r.message = e.what();
-    } catch (...) {
-    }
+    auto r = exception_reason("");
     std::fprintf(stderr, "pactor: %s ended: exception %s: %s\n",
                  self_ref().to_string().c_str(), r.type.c_str(),
                  r.message.c_str());

@@ -142,17 +142,7 @@ private:
   }
 
   void put_until(const T& value, detail::wait_limit limit) {
-    auto size = packed_size(value);
-    detail::check_message_size(size);
-    auto write = [&](std::byte* dst) { pack_into(value, {dst, size}); };
-    switch (ring_.put(size, write, limit)) {
-    case detail::ring_status::ok:
-      return;
-    case detail::ring_status::timeout:
-      throw queue_full();
-    case detail::ring_status::closed:
-      throw queue_closed();
-    }
+    detail::put_value(ring_, value, limit);
   }
 
   template <class F>

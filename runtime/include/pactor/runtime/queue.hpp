@@ -28,6 +28,16 @@ inline void check_message_size(std::size_t size) {
 }
 } // namespace detail
 
+class queue_full;
+class queue_closed;
+
+namespace detail {
+/// Encodes `value` into a record of `r` (queue<T> and mailbox<T> put).
+/// Throws queue_full on timeout, queue_closed, std::length_error.
+template <class T>
+void put_value(ring& r, const T& value, wait_limit limit);
+} // namespace detail
+
 /// Base of the queue outcomes a caller handles.
 class queue_error : public std::runtime_error {
 public:
@@ -54,6 +64,21 @@ public:
   queue_closed() : queue_error("pactor::queue_closed: the queue is closed") {
   }
 };
+
+template <class T>
+void detail::put_value(ring& r, const T& value, wait_limit limit) {
+  auto size = packed_size(value);
+  check_message_size(size);
+  auto write = [&](std::byte* dst) { pack_into(value, {dst, size}); };
+  switch (r.put(size, write, limit)) {
+  case ring_status::ok:
+    return;
+  case ring_status::timeout:
+    throw queue_full();
+  case ring_status::closed:
+    throw queue_closed();
+  }
+}
 
 /// Sizes and behaviour of a queue.
 struct queue_options {
@@ -183,17 +208,7 @@ protected:
 
 private:
   void put_until(const T& value, detail::wait_limit limit) {
-    auto size = packed_size(value);
-    detail::check_message_size(size);
-    auto write = [&](std::byte* dst) { pack_into(value, {dst, size}); };
-    switch (ring_.put(size, write, limit)) {
-    case detail::ring_status::ok:
-      return;
-    case detail::ring_status::timeout:
-      throw queue_full();
-    case detail::ring_status::closed:
-      throw queue_closed();
-    }
+    detail::put_value(ring_, value, limit);
   }
 
   std::optional<T> get_until(detail::wait_limit limit, bool throw_on_timeout) {
