@@ -272,6 +272,21 @@ void register_async(std::uint64_t request_id, wait_limit limit,
   ctx().async_ids[request_id] = true;
 }
 
+// After `idle` without a message: the idle handler, or a normal stop.
+void check_idle(steady::time_point& last) {
+  auto& s = st();
+  if (s.idle.count() <= 0 || steady::now() < last + s.idle)
+    return;
+  last = steady::now();
+  if (s.beh.handles(type_tag<this_actor::idle>())) {
+    std::vector<std::byte> empty;
+    pack_payload(empty, this_actor::idle{});
+    s.beh.invoke(type_tag<this_actor::idle>(), empty, nullptr);
+  } else {
+    s.stop = true; // idle with no handler: a normal stop
+  }
+}
+
 // The exit reason for the exception being handled ("exception", its type,
 // `prefix` + what()).
 exit_reason exception_reason(const std::string& prefix) {
@@ -328,17 +343,12 @@ int run_actor(const std::function<std::unique_ptr<actor_impl>()>& make) {
           waitable both[2]
             = {waitable::of_ring(*c.mailbox), waitable::of_ring(*c.replies)};
           (void)pactor::wait(std::span<const waitable>(both, 2), limit);
+          check_idle(last);
           continue;
         }
         st_ = c.mailbox->peek(handler, limit);
         if (st_ == ring_status::timeout) {
-          if (s.idle.count() > 0 && steady::now() >= last + s.idle) {
-            last = steady::now();
-            if (s.beh.handles(type_tag<this_actor::idle>()))
-              s.beh.invoke(type_tag<this_actor::idle>(), {}, nullptr);
-            else
-              s.stop = true; // idle with no handler: a normal stop
-          }
+          check_idle(last);
           continue;
         }
       }

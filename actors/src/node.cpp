@@ -297,6 +297,10 @@ void on_death(node_state& n, actor_rec& a, int status) {
   close_mailbox(a);
   for (auto it = n.names.begin(); it != n.names.end();)
     it = it->second == a.id ? n.names.erase(it) : std::next(it);
+  // Its own monitors of others end with it (a restart starts afresh).
+  for (auto& [oid, other] : n.actors)
+    other.monitors.erase(a.id);
+  a.traps_exit = false;
   auto watchers = std::move(a.monitors);
   a.monitors.clear();
   for (auto w : watchers)
@@ -563,6 +567,9 @@ int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
               std::uint32_t max_deliveries, std::int64_t spin_ns) {
   ::prctl(PR_SET_NAME, "pactor-node");
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  // The root's death (Ctrl-C at a terminal kills it) is an orderly stop:
+  // SIGTERM, caught below, instead of the SIGKILL every pactor child gets.
+  ::prctl(PR_SET_PDEATHSIG, SIGTERM);
   // A node with 1,000 actors holds about 8,000 fds: soft limit = hard limit.
   rlimit nofile{};
   if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0) {

@@ -211,6 +211,22 @@ pactor::behavior first_mood() {
   };
 }
 
+class idle_counter {
+public:
+  void on_start() {
+    pactor::this_actor::set_idle_timeout(30ms);
+  }
+  pactor::behavior behavior() {
+    return pactor::behavior{
+      [this](const pactor::this_actor::idle&) { ++idles_; },
+      [this](const total&) { return idles_; },
+    };
+  }
+
+private:
+  int idles_ = 0;
+};
+
 pactor::behavior idler(int ms) {
   pactor::this_actor::set_idle_timeout(std::chrono::milliseconds(ms));
   return pactor::behavior{[](const total&) { return 0; }};
@@ -443,6 +459,22 @@ BOOST_AUTO_TEST_CASE(an_idle_actor_without_an_idle_handler_stops_normally) {
   auto r = sys.join(a, 10s);
   BOOST_REQUIRE(r);
   BOOST_CHECK(r->kind == pactor::exit_kind::normal);
+}
+
+BOOST_AUTO_TEST_CASE(an_idle_handler_runs_and_the_actor_goes_on) {
+  pactor::actor_system sys;
+  auto a = sys.spawn<idle_counter>();
+  // join's bounded wait: the actor must still be running after it.
+  BOOST_CHECK(!sys.join(a, 200ms));
+  BOOST_CHECK_GE(sys.request<int>(a, total{}, 5s), 1);
+}
+
+BOOST_AUTO_TEST_CASE(fd_backed_objects_in_messages_are_refused) {
+  pactor::actor_system sys;
+  auto c = sys.spawn<counter>();
+  pactor::queue<int> q;
+  BOOST_CHECK_THROW(sys.send(c, q), std::invalid_argument);
+  BOOST_CHECK_EQUAL(sys.request<int>(c, total{}, 5s), 0);
 }
 
 BOOST_AUTO_TEST_CASE(shutdown_stops_every_actor_and_the_node) {

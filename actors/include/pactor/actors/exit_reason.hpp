@@ -62,7 +62,8 @@ struct dead_letter {
   actor_ref to;               ///< whose mailbox it was in
   actor_ref from;             ///< its sender (nobody if none)
   std::uint64_t type = 0;     ///< its type tag
-  std::uint32_t delivery = 0; ///< deliveries before it was given up
+  std::uint32_t delivery = 0; ///< its delivery count when it was given up
+                              ///< (poison: max_deliveries + 1)
   std::string why; ///< "poison message ...", "no handler", "does not decode"
   std::vector<std::byte> payload; ///< the encoded message (may be empty)
   MSGPACK_DEFINE(to, from, type, delivery, why, payload)

@@ -115,8 +115,9 @@ public:
     return out;
   }
 
-  /// Asks `who` to stop (it finishes the message at hand; reason shutdown);
-  /// it is killed if it has not stopped within the shutdown timeout.
+  /// Asks `who` to stop: a shutdown message goes to the end of its mailbox
+  /// (the messages before it are handled first; reason shutdown); it is
+  /// killed if it has not stopped within the shutdown timeout.
   void stop(actor_ref who);
   /// Kills `who` at once (reason killed).
   void kill(actor_ref who);

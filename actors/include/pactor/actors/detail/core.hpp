@@ -45,7 +45,12 @@ void deliver(actor_ref to, const envelope& e, std::size_t size,
 template <class T>
 void send_message(actor_ref to, actor_ref from, const T& msg,
                   std::uint64_t request_id, std::uint32_t flags) {
+  fd_collector fds; // fd-backed objects (queues...) cannot travel as bytes
   auto size = packed_size(msg);
+  if (!fds.fds().empty())
+    throw std::invalid_argument(
+      "pactor::send: queues, mutexes and other fd-backed objects cannot be "
+      "sent in actor messages yet");
   check_message_size(size);
   envelope e{type_tag<T>(), from.id(), request_id, 0, flags};
   auto write = [&](std::byte* dst) { pack_into(msg, {dst, size}); };
