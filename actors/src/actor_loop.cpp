@@ -87,10 +87,11 @@ reply_out error_reply(const std::string& type, const std::string& message) {
 
 void give_up(const envelope& h, std::span<const std::byte> payload,
              std::uint32_t delivery, const std::string& why) {
+  auto kept = payload.first(std::min(payload.size(), max_letter_payload));
   pactor::dead_letter l{
     self_ref(), actor_ref(h.sender),
     h.type,     delivery,
-    why,        std::vector<std::byte>(payload.begin(), payload.end())};
+    why,        std::vector<std::byte>(kept.begin(), kept.end())};
   rpc_request q{rpc_op::dead_letter, 0, 0, {}, {}};
   pack_payload(q.blob, l);
   try {

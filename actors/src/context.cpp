@@ -8,6 +8,7 @@
 #include <pactor/actors/errors.hpp>
 #include <pactor/actors/exit_reason.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <cxxabi.h>
@@ -41,24 +42,46 @@ rpc_reply call_node(const rpc_request& req, std::vector<unique_fd>* fds) {
   auto& c = ctx();
   if (c.node_sock < 0)
     throw std::logic_error("pactor: no actor system in this process");
+  static std::uint64_t next_seq = 0;
+  auto tagged = req;
+  tagged.seq = ++next_seq;
   std::vector<std::byte> out;
-  pack_payload(out, req);
+  pack_payload(out, tagged);
+  if (out.size() > max_rpc_bytes)
+    throw std::length_error("pactor: a request to the node of "
+                            + std::to_string(out.size())
+                            + " bytes (spawn arguments too large?); the "
+                              "limit is "
+                            + std::to_string(max_rpc_bytes));
   int err = send_with_fds(c.node_sock, out, {});
   if (err != 0)
     throw actor_system_down("the node process is gone (send: "
                             + std::string(std::strerror(err)) + ")");
   // The node answers at once; a minute of silence means it is wedged.
-  if (!poll_in(c.node_sock, 60000))
-    throw actor_system_down("the node process does not answer");
-  std::vector<std::byte> buf(1 << 16);
-  std::vector<unique_fd> got;
-  auto n = recv_with_fds(c.node_sock, buf, got);
-  if (n <= 0)
-    throw actor_system_down("the node process is gone");
-  buf.resize(static_cast<std::size_t>(n));
-  if (fds != nullptr)
-    *fds = std::move(got);
-  return decode_payload<rpc_reply>(buf);
+  // Replies to earlier requests that timed out are skipped by seq.
+  auto deadline = steady::now() + std::chrono::seconds(60);
+  std::vector<std::byte> buf;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                  deadline - steady::now())
+                  .count();
+    if (left <= 0 || !poll_in(c.node_sock, left))
+      throw actor_system_down("the node process does not answer");
+    std::vector<unique_fd> got;
+    buf.assign(max_rpc_bytes, std::byte{0});
+    auto n = recv_with_fds(c.node_sock, buf, got);
+    if (n == 0 || (n < 0 && n != -EMSGSIZE && n != -EAGAIN))
+      throw actor_system_down("the node process is gone");
+    if (n < 0)
+      continue;
+    buf.resize(static_cast<std::size_t>(n));
+    auto r = decode_payload<rpc_reply>(buf);
+    if (r.seq != tagged.seq)
+      continue;
+    if (fds != nullptr)
+      *fds = std::move(got);
+    return r;
+  }
 }
 
 void check_reply(const rpc_reply& r, const char* what) {
@@ -139,10 +162,14 @@ void deliver(actor_ref to, const envelope& e, std::size_t size,
     std::lock_guard lock(ctx().mu);
     policy = ctx().policies[to.id()];
   }
+  // fail / drop_newest: no wait for room, but a moment for the ring's
+  // lock, which another sender may hold. A reply never blocks the replier
+  // long: a requester whose replies ring stays full has timed out or died.
   auto limit
-    = policy.on_full == overflow::block
+    = is_reply ? wait_limit::after(std::chrono::milliseconds(100))
+      : policy.on_full == overflow::block
         ? wait_limit::after(std::chrono::milliseconds(policy.send_timeout_ms))
-        : wait_limit::none();
+        : wait_limit::after(std::chrono::milliseconds(1));
   switch (put_envelope(r, e, size, write, limit)) {
   case ring_status::ok:
     return;
@@ -155,8 +182,11 @@ void deliver(actor_ref to, const envelope& e, std::size_t size,
                             0,
                             "dropped: the mailbox was full (drop_newest)",
                             {}};
-      l.payload.resize(size);
-      write(l.payload.data());
+      std::vector<std::byte> whole(size);
+      write(whole.data());
+      l.payload.assign(whole.begin(), whole.begin()
+                                        + static_cast<std::ptrdiff_t>(
+                                          std::min(size, max_letter_payload)));
       rpc_request q{rpc_op::dead_letter, 0, 0, {}, {}};
       pack_payload(q.blob, l);
       call_node(q);
@@ -165,6 +195,9 @@ void deliver(actor_ref to, const envelope& e, std::size_t size,
     throw queue_full();
   case ring_status::closed: {
     auto st = call_node({rpc_op::resolve, to.id(), 0, {}, {}});
+    if (st.ok && st.b == 1 // restarted meanwhile: its mailbox is open again
+        && put_envelope(r, e, size, write, limit) == ring_status::ok)
+      return;
     throw actor_exited(to, st.error);
   }
   }
@@ -189,6 +222,7 @@ std::uint64_t next_request_id() {
 }
 
 reply_in await_reply(std::uint64_t request_id, wait_limit limit) {
+  (void)limit.deadline(); // fixed now: other replies do not extend it
   auto& c = ctx();
   if (!c.replies)
     throw std::logic_error("pactor: no actor system in this process");

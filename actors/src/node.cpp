@@ -41,9 +41,11 @@ struct held_ring {
     auto r = ring::create(opts);
     held_ring h;
     auto f = r.fds();
-    for (int i = 0; i < 3; ++i)
-      h.fds[static_cast<std::size_t>(i)].reset(
-        ::fcntl(f[static_cast<std::size_t>(i)], F_DUPFD_CLOEXEC, 3));
+    for (std::size_t i = 0; i < 3; ++i) {
+      h.fds[i].reset(::fcntl(f[i], F_DUPFD_CLOEXEC, 3));
+      if (!h.fds[i])
+        throw_errno("dup of a mailbox fd in the node");
+    }
     return h;
   }
   [[nodiscard]] ring_fds raw() const noexcept {
@@ -101,11 +103,14 @@ void send_signal(const actor_rec& a, int sig) {
 void reply(int sock, const rpc_reply& r, std::span<const int> fds = {}) {
   std::vector<std::byte> out;
   pack_payload(out, r);
-  send_with_fds(sock, out, fds);
+  if (send_with_fds(sock, out, fds) != 0)
+    std::fprintf(stderr, "pactor: node: a reply could not be sent\n");
 }
 
 void keep_letter(node_state& n, dead_letter l) {
   ++n.dead_letters;
+  if (l.payload.size() > max_letter_payload)
+    l.payload.resize(max_letter_payload);
   std::fprintf(stderr, "pactor: dead letter to %s: %s\n",
                l.to.to_string().c_str(), l.why.c_str());
   if (n.letters.size() >= max_letters)
@@ -123,7 +128,10 @@ void node_deliver(node_state& n, actor_rec& to, const T& msg,
     auto size = packed_size(msg);
     envelope e{type_tag<T>(), 0, 0, 0, flags};
     auto write = [&](std::byte* dst) { pack_into(msg, {dst, size}); };
-    if (put_envelope(r, e, size, write, wait_limit::none())
+    // No wait for room (the node never blocks on one mailbox), but a moment
+    // for the ring's lock, which a sender may hold.
+    if (put_envelope(r, e, size, write,
+                     wait_limit::after(std::chrono::milliseconds(50)))
         != ring_status::ok) {
       dead_letter l{actor_ref(to.id),
                     {},
@@ -204,9 +212,17 @@ rpc_reply start_incarnation(node_state& n, actor_rec& rec) {
     run_child(n, rec, sv[1], t);
   }
   ::close(sv[1]);
+  unique_fd pidfd(pidfd_open(pid));
+  if (!pidfd) { // cannot watch it: do not let it run unwatched
+    ::kill(pid, SIGKILL);
+    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    ::close(sv[0]);
+    return {false, 0, 0, "pidfd_open failed (out of fds?)", {}};
+  }
   rec.ctl.reset(sv[0]);
   rec.pid = pid;
-  rec.pidfd.reset(pidfd_open(pid));
+  rec.pidfd = std::move(pidfd);
   rec.alive = true;
   rec.reported.reset();
   rec.imposed.reset();
@@ -226,17 +242,20 @@ rpc_reply spawn_actor(node_state& n, const rpc_request& req) {
             0,
             "spawn_options::mailbox_bytes must be between 4 KiB and 1 GiB",
             {}};
-  auto id = n.next_id++;
-  auto& rec = n.actors[id];
-  rec.id = id;
-  rec.name = opts.name;
-  rec.incarnation = 1;
-  rec.mailbox
+  actor_rec fresh;
+  fresh.name = opts.name;
+  fresh.incarnation = 1;
+  fresh.mailbox
     = held_ring::make({opts.mailbox_bytes, opts.mailbox_messages, false});
-  rec.replies = held_ring::make({std::size_t{1} << 18, 0, false});
-  rec.policy = {opts.on_full, opts.send_timeout_ms};
-  rec.spin_ns = opts.spin_ns;
-  pack_payload(rec.target, target);
+  fresh.replies = held_ring::make({std::size_t{1} << 18, 0, false});
+  fresh.policy = {opts.on_full, opts.send_timeout_ms};
+  fresh.spin_ns = opts.spin_ns;
+  pack_payload(fresh.target, target);
+  // Into the table only once its rings exist (a throw above leaves nothing).
+  auto id = n.next_id++;
+  fresh.id = id;
+  auto& rec = n.actors[id];
+  rec = std::move(fresh);
   auto r = start_incarnation(n, rec);
   if (!r.ok)
     n.actors.erase(id);
@@ -248,6 +267,8 @@ rpc_reply restart_actor(node_state& n, actor_rec& rec) {
     return {false, 0, 0, "not an actor", {}};
   if (rec.alive)
     return {false, 0, 0, "it is running", {}};
+  if (n.stopping)
+    return {false, 0, 0, "the actor system is shutting down", {}};
   try {
     ring::attach(rec.mailbox.raw()).reopen();
   } catch (const std::exception& e) {
@@ -464,10 +485,20 @@ rpc_reply handle(node_state& n, std::uint64_t from, const rpc_request& q,
     keep_letter(n, decode_payload<dead_letter>(q.blob));
     return {};
   case rpc_op::take_dead_letters: {
+    // As many as fit in one reply (the oldest first); the rest stay for
+    // the next call.
     rpc_reply r;
-    std::vector<dead_letter> all(n.letters.begin(), n.letters.end());
-    n.letters.clear();
-    pack_payload(r.blob, all);
+    std::vector<dead_letter> some;
+    std::size_t bytes = 0;
+    while (!n.letters.empty()
+           && bytes + n.letters.front().payload.size() + 512
+                < max_rpc_bytes / 2) {
+      bytes += n.letters.front().payload.size() + 512;
+      some.push_back(std::move(n.letters.front()));
+      n.letters.pop_front();
+    }
+    pack_payload(r.blob, some);
+    r.b = n.letters.size(); // still kept
     return r;
   }
   case rpc_op::pid_of: {
@@ -494,6 +525,43 @@ rpc_reply handle(node_state& n, std::uint64_t from, const rpc_request& q,
     break; // handled by the loop
   }
   return {false, 0, 0, "unknown request", {}};
+}
+
+enum class served : std::uint8_t { ok, gone, shutdown };
+
+// Reads one request from `sock` (client `from`), handles it and answers it.
+// A packet that is too large or does not decode gets an error reply; the
+// connection stays. gone: the peer closed it. shutdown: the root asked for
+// it (not answered here).
+served serve(node_state& n, int sock, std::uint64_t from,
+             rpc_request* shutdown_request = nullptr) {
+  std::vector<std::byte> buf(max_rpc_bytes);
+  std::vector<unique_fd> ignored;
+  auto len = recv_with_fds(sock, buf, ignored);
+  if (len == 0 || (len < 0 && len != -EMSGSIZE && len != -EAGAIN))
+    return served::gone;
+  if (len == -EAGAIN)
+    return served::ok;
+  rpc_reply r;
+  std::vector<int> out;
+  if (len < 0) {
+    r = {false, 0, 0, "a request over the size limit", {}};
+  } else {
+    buf.resize(static_cast<std::size_t>(len));
+    try {
+      auto q = decode_payload<rpc_request>(buf);
+      if (q.op == rpc_op::shutdown && shutdown_request != nullptr) {
+        *shutdown_request = q;
+        return served::shutdown;
+      }
+      r = handle(n, from, q, out);
+      r.seq = q.seq;
+    } catch (const std::exception& ex) {
+      r = {false, 0, 0, ex.what(), {}};
+    }
+  }
+  reply(sock, r, out);
+  return served::ok;
 }
 
 // Stops every live actor in reverse start order: the shutdown message, then
@@ -533,19 +601,9 @@ bool stop_all(node_state& n) {
             hurry = true;
         continue;
       }
-      if (a.ctl && (two[1].revents & (POLLIN | POLLHUP)) != 0) {
-        std::vector<std::byte> buf(1 << 16);
-        std::vector<unique_fd> ignored;
-        auto got = recv_with_fds(a.ctl.get(), buf, ignored);
-        if (got <= 0) {
-          a.ctl.reset();
-          continue;
-        }
-        buf.resize(static_cast<std::size_t>(got));
-        std::vector<int> fds;
-        auto r = handle(n, a.id, decode_payload<rpc_request>(buf), fds);
-        reply(a.ctl.get(), r, fds);
-      }
+      if (a.ctl && (two[1].revents & (POLLIN | POLLHUP)) != 0
+          && serve(n, a.ctl.get(), a.id) == served::gone)
+        a.ctl.reset();
     }
     if (!poll_in(a.pidfd.get(), 0)) {
       clean = false;
@@ -655,36 +713,14 @@ int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
         continue;
       }
       if (key == 1) {
-        std::vector<std::byte> buf(1 << 16);
-        std::vector<unique_fd> ignored;
-        auto len = recv_with_fds(n.root_sock, buf, ignored);
-        if (len <= 0) { // the root is gone
-          clean = stop_all(n);
-          leave = true;
-          continue;
-        }
-        buf.resize(static_cast<std::size_t>(len));
         rpc_request q;
-        try {
-          q = decode_payload<rpc_request>(buf);
-        } catch (const std::exception& ex) {
-          reply(n.root_sock, {false, 0, 0, ex.what(), {}});
+        auto how = serve(n, n.root_sock, root_id, &q);
+        if (how == served::ok)
           continue;
-        }
-        if (q.op == rpc_op::shutdown) {
-          clean = stop_all(n);
-          reply(n.root_sock, {clean, 0, 0, {}, {}});
-          leave = true;
-          continue;
-        }
-        std::vector<int> out;
-        rpc_reply r;
-        try {
-          r = handle(n, root_id, q, out);
-        } catch (const std::exception& ex) {
-          r = {false, 0, 0, ex.what(), {}};
-        }
-        reply(n.root_sock, r, out);
+        clean = stop_all(n); // the root asked, or it is gone
+        if (how == served::shutdown)
+          reply(n.root_sock, {clean, 0, 0, {}, {}, q.seq});
+        leave = true;
         continue;
       }
       auto id = key / 2;
@@ -693,24 +729,9 @@ int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
         continue;
       auto& a = it->second;
       if (key % 2 == 0) {
-        if (!a.ctl)
-          continue;
-        std::vector<std::byte> buf(1 << 16);
-        std::vector<unique_fd> ignored;
-        auto len = recv_with_fds(a.ctl.get(), buf, ignored);
-        if (len <= 0) {
-          a.ctl.reset(); // closing it also removes it from the epoll set
-          continue;
-        }
-        buf.resize(static_cast<std::size_t>(len));
-        std::vector<int> out;
-        rpc_reply r;
-        try {
-          r = handle(n, id, decode_payload<rpc_request>(buf), out);
-        } catch (const std::exception& ex) {
-          r = {false, 0, 0, ex.what(), {}};
-        }
-        reply(a.ctl.get(), r, out);
+        // A closed socket also leaves the epoll set.
+        if (a.ctl && serve(n, a.ctl.get(), id) == served::gone)
+          a.ctl.reset();
       } else if (a.alive && a.pidfd) {
         reap(n, a);
       }

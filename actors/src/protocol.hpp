@@ -44,7 +44,8 @@ struct rpc_request {
   std::uint64_t b = 0;
   std::string name;
   std::vector<std::byte> blob;
-  MSGPACK_DEFINE(op, a, b, name, blob)
+  std::uint64_t seq = 0; // echoed by the reply: a late reply is told apart
+  MSGPACK_DEFINE(op, a, b, name, blob, seq)
 };
 
 struct rpc_reply {
@@ -53,8 +54,15 @@ struct rpc_reply {
   std::uint64_t b = 0;
   std::string error;
   std::vector<std::byte> blob;
-  MSGPACK_DEFINE(ok, a, b, error, blob)
+  std::uint64_t seq = 0;
+  MSGPACK_DEFINE(ok, a, b, error, blob, seq)
 };
+
+/// The largest request or reply packet (a SEQPACKET datagram must fit the
+/// socket buffer); bigger requests are refused at the sender.
+inline constexpr std::size_t max_rpc_bytes = std::size_t{160} << 10;
+/// Dead letters keep at most this much of a message's payload.
+inline constexpr std::size_t max_letter_payload = std::size_t{4} << 10;
 
 /// System message: stop (after the message being handled).
 struct sys_shutdown {

@@ -26,6 +26,21 @@ namespace {
 
 std::atomic<bool> system_exists{false};
 
+// peek, but a message that cannot be read (it does not decode) is
+// consumed before the error goes on: it must not block the mailbox.
+template <class F>
+ring_status peek_or_drop(ring& box, F& read, wait_limit limit) {
+  try {
+    return box.peek(read, limit);
+  } catch (...) {
+    try {
+      box.ack();
+    } catch (...) {
+    }
+    throw;
+  }
+}
+
 int node_entry(int sock, std::int64_t shutdown_ms, std::uint32_t max_deliveries,
                std::int64_t spin_ns) {
   return node_main(sock, shutdown_ms, max_deliveries, spin_ns);
@@ -129,8 +144,16 @@ void actor_system::restart(actor_ref who) {
 }
 
 std::vector<dead_letter> actor_system::take_dead_letters() {
-  auto r = detail::call_node({detail::rpc_op::take_dead_letters, 0, 0, {}, {}});
-  return decode_payload<std::vector<dead_letter>>(r.blob);
+  std::vector<dead_letter> all;
+  for (;;) { // one reply holds what fits; r.b says how many are left
+    auto r
+      = detail::call_node({detail::rpc_op::take_dead_letters, 0, 0, {}, {}});
+    auto some = decode_payload<std::vector<dead_letter>>(r.blob);
+    all.insert(all.end(), std::make_move_iterator(some.begin()),
+               std::make_move_iterator(some.end()));
+    if (r.b == 0 || some.empty())
+      return all;
+  }
 }
 
 void actor_system::spin(std::chrono::nanoseconds limit) {
@@ -183,6 +206,7 @@ std::uint64_t actor_system::live_actors() {
 void actor_system::receive_until(
   type_tag_t type, const std::function<void(std::span<const std::byte>)>& f,
   detail::wait_limit limit) {
+  (void)limit.deadline(); // fixed now: other messages do not extend it
   std::lock_guard lock(s_->receive_mu);
   for (auto it = s_->stash.begin(); it != s_->stash.end(); ++it)
     if (it->first == type) {
@@ -205,7 +229,7 @@ void actor_system::receive_until(
           std::vector<std::byte>(mv.payload.begin(), mv.payload.end()));
       }
     };
-    auto st = box.peek(read, limit);
+    auto st = detail::peek_or_drop(box, read, limit);
     if (st != detail::ring_status::ok)
       return;
     box.ack();
@@ -216,6 +240,7 @@ void actor_system::receive_until(
 
 std::optional<exit_reason> actor_system::join_until(actor_ref who,
                                                     detail::wait_limit limit) {
+  (void)limit.deadline(); // fixed now: other messages do not extend it
   monitor(who);
   // Downs of other actors are kept for later joins.
   std::lock_guard lock(s_->receive_mu);
@@ -243,7 +268,7 @@ std::optional<exit_reason> actor_system::join_until(actor_ref who,
           mv.header.type,
           std::vector<std::byte>(mv.payload.begin(), mv.payload.end()));
     };
-    auto st = box.peek(read, limit);
+    auto st = detail::peek_or_drop(box, read, limit);
     if (st != detail::ring_status::ok)
       return std::nullopt;
     box.ack();

@@ -17,6 +17,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <thread>
@@ -226,6 +227,39 @@ public:
 private:
   int idles_ = 0;
 };
+
+// Same tag, different shapes: a message that does not decode as the other.
+struct int_box {
+  static constexpr std::string_view pactor_type_name = "test.box";
+  int v = 0;
+  MSGPACK_DEFINE(v)
+};
+struct text_box {
+  static constexpr std::string_view pactor_type_name = "test.box";
+  std::string a;
+  std::string b;
+  MSGPACK_DEFINE(a, b)
+};
+
+struct spam {
+  actor_ref to;
+  int left = 0;
+  MSGPACK_DEFINE(to, left)
+};
+
+// Sends `add{1}` to spam.to every 20 ms, `left` times.
+pactor::behavior spammer() {
+  return pactor::behavior{[](const spam& s) {
+    pactor::this_actor::send(s.to, add{1});
+    if (s.left > 0)
+      pactor::this_actor::send_after(pactor::this_actor::self(), 20ms,
+                                     spam{s.to, s.left - 1});
+  }};
+}
+
+pactor::behavior relay_with(std::string) {
+  return relay();
+}
 
 pactor::behavior idler(int ms) {
   pactor::this_actor::set_idle_timeout(std::chrono::milliseconds(ms));
@@ -475,6 +509,45 @@ BOOST_AUTO_TEST_CASE(fd_backed_objects_in_messages_are_refused) {
   pactor::queue<int> q;
   BOOST_CHECK_THROW(sys.send(c, q), std::invalid_argument);
   BOOST_CHECK_EQUAL(sys.request<int>(c, total{}, 5s), 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_receive_times_out_while_other_messages_keep_coming) {
+  pactor::actor_system sys;
+  auto s = sys.spawn(spammer);
+  sys.send(s, spam{sys.self(), 100}); // two seconds of add{1} to us
+  auto t0 = std::chrono::steady_clock::now();
+  BOOST_CHECK(!sys.receive<total>(200ms));
+  BOOST_CHECK(std::chrono::steady_clock::now() - t0 < 1500ms);
+}
+
+BOOST_AUTO_TEST_CASE(a_message_that_does_not_decode_does_not_block_receive) {
+  pactor::actor_system sys;
+  sys.send(sys.self(), text_box{"not", "an int"});
+  BOOST_CHECK_THROW((void)sys.receive<int_box>(1s), pactor::decode_error);
+  sys.send(sys.self(), int_box{5});
+  auto got = sys.receive<int_box>(1s);
+  BOOST_REQUIRE(got);
+  BOOST_CHECK_EQUAL(got->v, 5);
+}
+
+BOOST_AUTO_TEST_CASE(many_and_large_dead_letters_all_come_back) {
+  pactor::actor_system sys;
+  auto c = sys.spawn<counter>();
+  for (int i = 0; i < 1500; ++i)
+    sys.send(c, unknown_to_counter{});
+  sys.send(c, std::string(100000, 'x')); // no handler, and large
+  BOOST_CHECK_EQUAL(sys.request<int>(c, total{}, 10s), 0);
+  auto letters = sys.take_dead_letters();
+  BOOST_CHECK_EQUAL(letters.size(), 1501U);
+  BOOST_CHECK_LE(letters.back().payload.size(), 4096U); // a prefix is kept
+  BOOST_CHECK(sys.take_dead_letters().empty());
+}
+
+BOOST_AUTO_TEST_CASE(spawn_arguments_over_the_node_limit_are_a_length_error) {
+  pactor::actor_system sys;
+  BOOST_CHECK_THROW(sys.spawn(relay_with, std::string(300000, 'x')),
+                    std::length_error);
+  BOOST_CHECK_EQUAL(sys.live_actors(), 0U); // and the node is fine
 }
 
 BOOST_AUTO_TEST_CASE(shutdown_stops_every_actor_and_the_node) {

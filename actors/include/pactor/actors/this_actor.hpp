@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <type_traits>
 
 namespace pactor::this_actor {
 
@@ -65,7 +66,14 @@ void request_async(actor_ref to, const T& msg,
                          "the reply is not a " + std::string(type_name<R>()))));
           return;
         }
-        on_reply(decode_payload<R>(rep->bytes));
+        std::optional<R> value;
+        try {
+          value.emplace(decode_payload<R>(rep->bytes));
+        } catch (const decode_error&) {
+          on_error(std::current_exception());
+          return;
+        }
+        on_reply(std::move(*value));
       }
     });
   try {
