@@ -451,6 +451,7 @@ double actors_1000_spawn_s(bool quick) {
   const int n = quick ? 50 : 1000;
   auto t0 = clock_type::now();
   std::vector<pactor::actor_ref> refs;
+  refs.reserve(static_cast<std::size_t>(n));
   for (int i = 0; i < n; ++i)
     refs.push_back(sys.spawn(echo_actor));
   for (int i = 0; i < n; ++i)

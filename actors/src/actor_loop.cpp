@@ -177,7 +177,7 @@ void process_async() {
         auto cb = std::move(it->second.cb);
         s.asyncs.erase(it);
         c.async_ids.erase(id);
-        cb(rep, err);
+        cb(rep, std::move(err));
       };
   auto deliver_one = [&](std::uint64_t id, bool error, type_tag_t type,
                          std::vector<std::byte> bytes) {

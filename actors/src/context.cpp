@@ -17,6 +17,7 @@
 #include <random>
 #include <stdexcept>
 #include <sys/socket.h>
+#include <system_error>
 #include <typeinfo>
 
 namespace pactor::detail {
@@ -56,7 +57,7 @@ rpc_reply call_node(const rpc_request& req, std::vector<unique_fd>* fds) {
   int err = send_with_fds(c.node_sock, out, {});
   if (err != 0)
     throw actor_system_down("the node process is gone (send: "
-                            + std::string(std::strerror(err)) + ")");
+                            + std::system_category().message(err) + ")");
   // The node answers at once; a minute of silence means it is wedged.
   // Replies to earlier requests that timed out are skipped by seq.
   auto deadline = steady::now() + std::chrono::seconds(60);

@@ -645,7 +645,8 @@ int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
   ::sigaddset(&sigs, SIGINT);
   ::sigaddset(&sigs, SIGTERM);
   ::sigaddset(&sigs, SIGCHLD);
-  ::sigprocmask(SIG_BLOCK, &sigs, nullptr);
+  // The node is single-threaded: the process mask is its thread's.
+  ::sigprocmask(SIG_BLOCK, &sigs, nullptr); // NOLINT(concurrency-mt-unsafe)
   unique_fd sigfd(::signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK));
   n.sigfd = sigfd.get();
   // The root's endpoint: a mailbox and a replies ring like an actor's.

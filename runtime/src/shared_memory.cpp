@@ -29,7 +29,6 @@ namespace {
 
 constexpr std::size_t max_name = 200;
 constexpr std::size_t tracker_slots = 8192;
-constexpr std::size_t slot_bytes = max_name + 1;
 
 // --- the tracker process (async-signal-safe code only: it is forked from
 // a possibly multithreaded process and never execs) -----------------------
@@ -242,7 +241,8 @@ int tracker() {
     ::setsid(); // no terminal signals (Ctrl-C must not stop the cleanup)
     sigset_t all;
     ::sigfillset(&all);
-    ::sigprocmask(SIG_BLOCK, &all, nullptr);
+    // One thread after fork: the process mask is this thread's.
+    ::sigprocmask(SIG_BLOCK, &all, nullptr); // NOLINT(concurrency-mt-unsafe)
     if (::dup2(sv[1], 3) < 0)
       ::_exit(1);
     ::close_range(4, ~0U, 0);

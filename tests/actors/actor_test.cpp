@@ -257,7 +257,9 @@ pactor::behavior spammer() {
   }};
 }
 
-pactor::behavior relay_with(std::string) {
+// By value: a function actor's parameters are what travels.
+pactor::behavior
+relay_with(std::string) { // NOLINT(performance-unnecessary-value-param)
   return relay();
 }
 
@@ -553,6 +555,7 @@ BOOST_AUTO_TEST_CASE(spawn_arguments_over_the_node_limit_are_a_length_error) {
 BOOST_AUTO_TEST_CASE(shutdown_stops_every_actor_and_the_node) {
   pactor::actor_system sys;
   std::vector<actor_ref> refs;
+  refs.reserve(5);
   for (int i = 0; i < 5; ++i)
     refs.push_back(sys.spawn<counter>(i));
   BOOST_CHECK_EQUAL(sys.live_actors(), 5U);

@@ -51,7 +51,7 @@ bool wait_until_removed(const std::string& name, std::chrono::seconds limit) {
   return gone;
 }
 
-int add_in_child(std::string name, int amount) {
+int add_in_child(const std::string& name, int amount) {
   auto m = pactor::shared_memory::attach(name);
   auto* p = reinterpret_cast<int*>(m.buf().data());
   *p += amount;
@@ -68,8 +68,10 @@ void create_and_report(pactor::queue<std::string> names, bool track,
 }
 
 // Creates `name`, tries to create it again (refused), then exits.
-void create_twice_and_exit(std::string name) {
+void create_twice_and_exit(const std::string& name) {
   auto m = pactor::shared_memory::create(64, name);
+  if (m.size() != 64)
+    pactor::exit(2);
   try {
     (void)pactor::shared_memory::create(64, name);
   } catch (const std::system_error&) {
@@ -80,10 +82,12 @@ void create_twice_and_exit(std::string name) {
 
 // Creates `name`, then `name`_marker (tracked after it, in a fresh tracker:
 // the tracker looks at its slots in that order), then waits for the go.
-void create_and_wait(std::string name, pactor::queue<int> created,
+void create_and_wait(const std::string& name, pactor::queue<int> created,
                      pactor::queue<int> go) {
   auto m = pactor::shared_memory::create(64, name);
   auto marker = pactor::shared_memory::create(64, name + "_marker");
+  if (m.size() != 64 || marker.size() != 64)
+    pactor::exit(2);
   created.put(1);
   (void)go.get(10s);
 }
