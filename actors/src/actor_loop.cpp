@@ -39,6 +39,7 @@ struct actor_state {
   struct pending {
     std::optional<steady::time_point> deadline;
     async_callback cb;
+    actor_ref target;
   };
   std::unordered_map<std::uint64_t, pending> asyncs;
 };
@@ -219,11 +220,22 @@ void process_async() {
   }
   auto now = steady::now();
   std::vector<std::uint64_t> expired;
-  for (auto& [id, p] : s.asyncs)
-    if (p.deadline && *p.deadline <= now)
+  std::vector<std::pair<std::uint64_t, std::exception_ptr>> ended;
+  for (auto& [id, p] : s.asyncs) {
+    if (p.deadline && *p.deadline <= now) {
       expired.push_back(id);
+      continue;
+    }
+    try { // its target ended without answering (the replies are drained)
+      target_ended(p.target, true);
+    } catch (...) {
+      ended.emplace_back(id, std::current_exception());
+    }
+  }
   for (auto id : expired)
     finish(id, nullptr, std::make_exception_ptr(timeout_error()));
+  for (auto& [id, err] : ended)
+    finish(id, nullptr, err);
 }
 
 void fire_timers() {
@@ -254,7 +266,7 @@ void fire_timers() {
 } // namespace
 
 void register_async(std::uint64_t request_id, wait_limit limit,
-                    async_callback cb) {
+                    async_callback cb, actor_ref target) {
   auto& s = running();
   if (!cb) { // forget it (the request could not be sent)
     s.asyncs.erase(request_id);
@@ -269,7 +281,7 @@ void register_async(std::uint64_t request_id, wait_limit limit,
   } else {
     deadline = steady::now();
   }
-  s.asyncs[request_id] = {deadline, std::move(cb)};
+  s.asyncs[request_id] = {deadline, std::move(cb), target};
   ctx().async_ids[request_id] = true;
 }
 
@@ -337,6 +349,10 @@ int run_actor(const std::function<std::unique_ptr<actor_impl>()>& make) {
         for (auto& [id, p] : s.asyncs)
           if (p.deadline)
             until = until ? std::min(*until, *p.deadline) : *p.deadline;
+        if (!s.asyncs.empty()) { // look at the targets now and then
+          auto soon = steady::now() + std::chrono::milliseconds(50);
+          until = until ? std::min(*until, soon) : soon;
+        }
         auto limit = until ? wait_limit::after(*until - steady::now())
                            : wait_limit::forever();
         if (!s.asyncs.empty()) {

@@ -222,11 +222,28 @@ std::uint64_t next_request_id() {
   return n;
 }
 
-reply_in await_reply(std::uint64_t request_id, wait_limit limit) {
-  (void)limit.deadline(); // fixed now: other replies do not extend it
+bool target_ended(actor_ref target, bool raise) {
+  if (!target || !mailbox_of(target.id()).closed())
+    return false;
+  auto st = call_node({rpc_op::resolve, target.id(), 0, {}, {}});
+  if (st.ok && st.b == 1)
+    return false; // restarted meanwhile
+  if (raise)
+    throw actor_exited(target, st.error);
+  return true;
+}
+
+reply_in await_reply(std::uint64_t request_id, wait_limit limit,
+                     actor_ref target) {
+  const auto deadline = limit.deadline(); // other replies do not extend it
   auto& c = ctx();
   if (!c.replies)
     throw std::logic_error("pactor: no actor system in this process");
+  // Waits in slices: between them, whether the target has ended (its
+  // mailbox is closed) is a local look; then one last look for a reply it
+  // sent before it ended.
+  constexpr auto slice = std::chrono::milliseconds(50);
+  bool last_look = false;
   for (;;) {
     std::optional<reply_in> match;
     bool error = false;
@@ -246,11 +263,21 @@ reply_in await_reply(std::uint64_t request_id, wait_limit limit) {
       match.emplace(
         reply_in{mv.header.type, {mv.payload.begin(), mv.payload.end()}});
     };
-    switch (c.replies->get(read, limit)) {
+    auto until = steady::now() + slice;
+    if (deadline)
+      until = std::min(until, *deadline);
+    auto step = last_look ? wait_limit::none()
+                          : wait_limit::after(until - steady::now());
+    switch (c.replies->get(read, step)) {
     case ring_status::ok:
       break;
     case ring_status::timeout:
-      throw timeout_error();
+      if (last_look)
+        target_ended(target, true);
+      if (deadline && steady::now() >= *deadline)
+        throw timeout_error();
+      last_look = target_ended(target, false);
+      continue;
     case ring_status::closed:
       throw actor_system_down("this process's reply ring was closed");
     }

@@ -705,6 +705,40 @@ BOOST_AUTO_TEST_CASE(an_asynchronous_request_does_not_block_the_actor) {
   BOOST_CHECK_EQUAL(r.at(2), 0);
 }
 
+BOOST_AUTO_TEST_CASE(
+  a_request_to_an_actor_that_dies_fails_at_once_not_at_its_timeout) {
+  pactor::actor_system sys;
+  auto c = sys.spawn<counter>();
+  auto t0 = std::chrono::steady_clock::now();
+  try {
+    (void)sys.request<int>(c, die_with{0}, 60s);
+    BOOST_ERROR("a reply from a dead actor");
+  } catch (const pactor::actor_exited& e) {
+    BOOST_CHECK(e.who() == c);
+    BOOST_CHECK(std::string(e.what()).find("exit code 7") != std::string::npos);
+  }
+  BOOST_CHECK(std::chrono::steady_clock::now() - t0 < 10s);
+}
+
+BOOST_AUTO_TEST_CASE(an_asynchronous_request_to_an_actor_that_dies_reports_it) {
+  pactor::actor_system sys;
+  auto c = sys.spawn<counter>();
+  auto asker = sys.spawn<async_asker>();
+  sys.send(c, slow_add{0, 5000, sys.self()});
+  BOOST_REQUIRE(sys.receive<started>(10s));
+  sys.send(asker, ask_async{c, 60000});
+  // The report comes after the asker has sent its request (in order).
+  auto r = sys.request<std::vector<int>>(asker, report{}, 5s);
+  BOOST_CHECK_EQUAL(r.at(2), 0);
+  sys.kill(c); // busy: it never gets to the request
+  BOOST_REQUIRE(sys.join(c, 10s));
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (r.at(2) == 0 && std::chrono::steady_clock::now() < deadline)
+    r = sys.request<std::vector<int>>(asker, report{}, 5s);
+  BOOST_CHECK_EQUAL(r.at(2), 1); // on_error with actor_exited
+  BOOST_CHECK_EQUAL(r.at(1), 0); // not a timeout
+}
+
 BOOST_AUTO_TEST_CASE(one_actor_system_per_program) {
   pactor::actor_system sys;
   BOOST_CHECK_THROW(pactor::actor_system second, std::logic_error);

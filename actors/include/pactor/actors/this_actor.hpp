@@ -75,7 +75,8 @@ void request_async(actor_ref to, const T& msg,
         }
         on_reply(std::move(*value));
       }
-    });
+    },
+    to);
   try {
     detail::send_message(to, self(), msg, id, detail::flag_request);
   } catch (...) {

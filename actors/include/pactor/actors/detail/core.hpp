@@ -67,10 +67,16 @@ struct reply_in {
 std::mutex& request_mutex();
 /// A fresh request id for this process (unique across its incarnations).
 std::uint64_t next_request_id();
-/// Waits for the reply to `request_id` in this process's replies ring,
-/// dropping replies to other (timed out, duplicate) requests. Throws
-/// timeout_error, remote_error (an error reply), actor_system_down.
-reply_in await_reply(std::uint64_t request_id, wait_limit limit);
+/// Waits for the reply to `request_id` (sent to `target`) in this process's
+/// replies ring, dropping replies to other (timed out, duplicate) requests.
+/// Throws timeout_error, remote_error (an error reply), actor_exited (the
+/// target ended without answering: seen within about 50 ms),
+/// actor_system_down.
+reply_in await_reply(std::uint64_t request_id, wait_limit limit,
+                     actor_ref target);
+/// Whether `target`'s mailbox is closed (it ended and was not restarted);
+/// throws actor_exited with its reason if so and `raise`.
+bool target_ended(actor_ref target, bool raise);
 
 /// Sends a request and waits for its reply, decoded as R.
 template <class R, class T>
@@ -78,7 +84,7 @@ R request(actor_ref to, const T& msg, wait_limit limit) {
   std::lock_guard lock(request_mutex());
   auto id = next_request_id();
   send_message(to, self_ref(), msg, id, flag_request);
-  auto rep = await_reply(id, limit);
+  auto rep = await_reply(id, limit, to);
   if constexpr (std::is_void_v<R>) {
     return;
   } else {
@@ -95,7 +101,7 @@ using async_callback
 /// Registers an asynchronous request of the running actor; its callback
 /// runs between messages. std::logic_error outside an actor.
 void register_async(std::uint64_t request_id, wait_limit limit,
-                    async_callback cb);
+                    async_callback cb, actor_ref target = {});
 
 /// The actor that runs in a process: made by its entry point.
 class actor_impl {
