@@ -40,7 +40,7 @@ R request(actor_ref to, const T& msg,
 /// A request that does not block the actor: it returns at once, and when
 /// the reply comes the actor runs `on_reply(R)` (`on_reply()` for void)
 /// between messages; `on_error(std::exception_ptr)` gets timeout_error or
-/// remote_error instead (a target that dies meanwhile: timeout_error). A
+/// remote_error instead, or actor_exited when the target ends first. A
 /// send that fails at once (actor_exited, queue_full) throws from this
 /// call. A reply after the timeout is dropped.
 template <class R, class T, class Rep, class Period, class OnReply,
