@@ -234,6 +234,93 @@ def shared_value_locked_incr_per_s(quick):
 _cache = {}
 
 
+# --- "actors": the usual multiprocessing stand-in, a Process that owns its
+# state and reads an inbox Queue, answering requests on a replies Queue.
+
+def counting_actor(inbox, replies):
+    n = 0
+    while True:
+        msg = inbox.get(timeout=60)
+        if msg[0] == "m":
+            n += 1
+        elif msg[0] == "count":
+            replies.put(n)
+        elif msg[0] == "echo":
+            replies.put(msg[1])
+        else:
+            return
+
+
+def start_actor():
+    inbox, replies = mp.Queue(), mp.Queue()
+    p = mp.Process(target=counting_actor, args=(inbox, replies))
+    p.start()
+    return p, inbox, replies
+
+
+def stop_actor(actor):
+    p, inbox, _ = actor
+    inbox.put(("stop",))
+    check_exit(p)
+
+
+def actor_1p1c_msgs_per_s(quick):
+    n = 2000 if quick else 300000
+    actor = start_actor()
+    _, inbox, replies = actor
+    inbox.put(("count",))
+    replies.get(timeout=30)  # ready
+    msg = ("m", b"x" * 56)  # about 64 bytes pickled
+    t0 = time.perf_counter()
+    for _ in range(n):
+        inbox.put(msg)
+    inbox.put(("count",))
+    got = replies.get(timeout=120)
+    secs = time.perf_counter() - t0
+    stop_actor(actor)
+    if got != n:
+        raise RuntimeError(f"the actor counted {got} of {n}")
+    return n / secs
+
+
+def actor_pingpong_us(quick):
+    actor = start_actor()
+    _, inbox, replies = actor
+    def round_trip(i):
+        inbox.put(("echo", i))
+        if replies.get(timeout=30) != i:
+            raise RuntimeError("wrong echo")
+    result = round_trip_us(200 if quick else 10000, 100, round_trip)
+    stop_actor(actor)
+    return result
+
+
+def actor_spawn_ms(quick):
+    samples = []
+    for _ in range(5 if quick else 100):
+        t0 = time.perf_counter()
+        actor = start_actor()
+        actor[1].put(("echo", 1))
+        actor[2].get(timeout=30)
+        samples.append((time.perf_counter() - t0) * 1000)
+        stop_actor(actor)
+    return statistics.median(samples)
+
+
+def actors_1000_spawn_s(quick):
+    n = 20 if quick else 1000
+    t0 = time.perf_counter()
+    actors = [start_actor() for _ in range(n)]
+    for i, (_, inbox, replies) in enumerate(actors):
+        inbox.put(("echo", i))
+        if replies.get(timeout=60) != i:
+            raise RuntimeError("wrong echo")
+    secs = time.perf_counter() - t0
+    for a in actors:
+        stop_actor(a)
+    return secs
+
+
 def cached(key, fn):
     """Runs fn once per key (p50 and p99 come from the same run)."""
     if key not in _cache:
@@ -267,6 +354,18 @@ CASES = [
      lambda q: cached("pipe_pp", lambda: pipe_pingpong_us(q))[0]),
     ("pipe_pingpong_rtt_us_p99", "us",
      lambda q: cached("pipe_pp", lambda: pipe_pingpong_us(q))[1]),
+    ("actor_1p1c_64B_msgs_per_s", "msgs/s", actor_1p1c_msgs_per_s),
+    ("actor_pingpong_rtt_us_p50", "us",
+     lambda q: cached("actor_pp", lambda: actor_pingpong_us(q))[0]),
+    ("actor_pingpong_rtt_us_p99", "us",
+     lambda q: cached("actor_pp", lambda: actor_pingpong_us(q))[1]),
+    # No spin in Python: the blocking round trip is the same one.
+    ("actor_pingpong_blocking_rtt_us_p50", "us",
+     lambda q: cached("actor_pp", lambda: actor_pingpong_us(q))[0]),
+    ("actor_spawn_ms", "ms", actor_spawn_ms),
+    ("actors_1000_spawn_s", "s", actors_1000_spawn_s),
+    # An idle actor is an idle process here.
+    ("idle_actor_pss_kb", "kB", lambda q: idle_pss_kb("fork")),
 ]
 
 
