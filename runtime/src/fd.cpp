@@ -86,7 +86,7 @@ int send_with_fds(int sock, std::span<const std::byte> data,
 }
 
 ssize_t recv_with_fds(int sock, std::span<std::byte> buf,
-                      std::vector<unique_fd>& fds) noexcept {
+                      std::vector<unique_fd>& fds, int flags) noexcept {
   msghdr msg{};
   iovec iov{buf.data(), buf.size()};
   msg.msg_iov = &iov;
@@ -96,7 +96,7 @@ ssize_t recv_with_fds(int sock, std::span<std::byte> buf,
   msg.msg_controllen = sizeof control;
   ssize_t n;
   do {
-    n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    n = ::recvmsg(sock, &msg, flags | MSG_CMSG_CLOEXEC);
   } while (n < 0 && errno == EINTR);
   if (n < 0)
     return -errno;

@@ -64,9 +64,11 @@ int send_with_fds(int sock, std::span<const std::byte> data,
                   std::span<const int> fds) noexcept;
 
 /// Receives one message (datagram semantics) into `buf`, taking any attached
-/// fds (CLOEXEC) into `fds`. Returns the byte count (0 on EOF) or -errno.
+/// fds (CLOEXEC) into `fds`. `flags` adds recvmsg flags (MSG_PEEK,
+/// MSG_DONTWAIT). Returns the byte count (0 on EOF) or -errno (-EMSGSIZE
+/// for a message or fd list cut short).
 ssize_t recv_with_fds(int sock, std::span<std::byte> buf,
-                      std::vector<unique_fd>& fds) noexcept;
+                      std::vector<unique_fd>& fds, int flags = 0) noexcept;
 
 /// Creates a CLOEXEC memfd holding `bytes`.
 unique_fd make_memfd(const char* name, std::span<const std::byte> bytes);

@@ -502,38 +502,17 @@ void check_record(std::uint32_t kind, std::size_t size, std::size_t room) {
 // Receives the datagram at the front of `sock` (peeking leaves it there),
 // with its fd. Returns false if there is none.
 bool recv_side(int sock, side_ref& ref, unique_fd& fd, int flags) {
-  msghdr msg{};
-  iovec iov{&ref, sizeof ref};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  ssize_t n;
-  do {
-    n = ::recvmsg(sock, &msg, flags | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno == EAGAIN)
-      return false;
-    throw_errno("recvmsg of a large record");
-  }
-  for (auto* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-      continue;
-    auto count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (std::size_t i = 0; i < count; ++i) {
-      int got;
-      std::memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-      if (i == 0)
-        fd.reset(got);
-      else
-        ::close(got);
-    }
-  }
-  if (n != static_cast<ssize_t>(sizeof ref) || !fd)
+  std::vector<unique_fd> fds;
+  auto n = recv_with_fds(sock, {reinterpret_cast<std::byte*>(&ref), sizeof ref},
+                         fds, flags | MSG_DONTWAIT);
+  if (n == -EAGAIN)
+    return false;
+  if (n < 0 && n != -EMSGSIZE)
+    throw_errno(static_cast<int>(-n), "recvmsg of a large record");
+  if (n != static_cast<ssize_t>(sizeof ref) || fds.empty())
     throw std::runtime_error("pactor: queue socket holds a malformed large "
                              "record");
+  fd = std::move(fds.front()); // any others close with `fds`
   return true;
 }
 
