@@ -499,6 +499,24 @@ void check_record(std::uint32_t kind, std::size_t size, std::size_t room) {
                              "header out of range)");
 }
 
+// The first message record from head word `head` up to tail `tail`: the
+// padding before it is consumed (head stored past it, one store each, as a
+// get commits); nullptr if there is none. Updates `head`.
+const record_header* first_message(ring_header* r, std::byte* data,
+                                   std::uint64_t& head, std::uint64_t tail) {
+  const auto cap = r->capacity;
+  while (pos_of(head) != pos_of(tail)) {
+    auto idx = pos_of(head) & (cap - 1);
+    const auto* hdr = reinterpret_cast<const record_header*>(data + idx);
+    check_record(hdr->kind, hdr->size, cap - idx - sizeof(record_header));
+    if (hdr->kind != kind_padding)
+      return hdr;
+    head = make_word(pos_of(head) + record_bytes(hdr->size), seq_of(head));
+    r->head.store(head, std::memory_order_release);
+  }
+  return nullptr;
+}
+
 // Receives the datagram at the front of `sock` (peeking leaves it there),
 // with its fd. Returns false if there is none.
 bool recv_side(int sock, side_ref& ref, unique_fd& fd, int flags) {
@@ -714,16 +732,9 @@ ring_status ring::get(fn_ref<void(std::span<const std::byte>)> read,
     auto h = h_->head.load(std::memory_order_relaxed);
     const auto h0 = h;
     auto t = h_->tail.load(std::memory_order_acquire);
-    while (pos_of(h) != pos_of(t)) {
+    if (const auto* hdr = first_message(h_, data_, h, t)) {
       auto idx = pos_of(h) & (cap - 1);
-      auto* hdr = reinterpret_cast<const record_header*>(data_ + idx);
       auto size = std::size_t{hdr->size};
-      check_record(hdr->kind, size, cap - idx - sizeof(record_header));
-      if (hdr->kind == kind_padding) {
-        h = make_word(pos_of(h) + record_bytes(size), seq_of(h));
-        h_->head.store(h, std::memory_order_release);
-        continue;
-      }
       auto next = make_word(pos_of(h) + record_bytes(size), seq_of(h) + 1);
       std::uint64_t gets = 0;
       if (slot != nullptr) { // joinable: announce the get before its commit
@@ -821,18 +832,10 @@ ring::peek(fn_ref<void(std::span<const std::byte>, std::uint32_t)> read,
   for (;;) {
     auto h = h_->head.load(std::memory_order_relaxed);
     auto t = h_->tail.load(std::memory_order_acquire);
-    bool skipped = false;
-    while (pos_of(h) != pos_of(t)) {
+    const auto h0 = h;
+    if (const auto* hdr = first_message(h_, data_, h, t)) {
       auto idx = pos_of(h) & (cap - 1);
-      auto* hdr = reinterpret_cast<const record_header*>(data_ + idx);
       auto size = std::size_t{hdr->size};
-      check_record(hdr->kind, size, cap - idx - sizeof(record_header));
-      if (hdr->kind == kind_padding) {
-        h = make_word(pos_of(h) + record_bytes(size), seq_of(h));
-        h_->head.store(h, std::memory_order_release);
-        skipped = true;
-        continue;
-      }
       // Count the delivery before handing the record out: a consumer killed
       // after this store makes the next one see a redelivery.
       auto seq = seq_of(h);
@@ -861,7 +864,7 @@ ring::peek(fn_ref<void(std::span<const std::byte>, std::uint32_t)> read,
       PACTOR_CRASH_POINT(crash_peek_delivered);
       return ring_status::ok;
     }
-    if (skipped) {
+    if (h != h0) { // only padding was consumed: putters may wait for it
       std::atomic_thread_fence(std::memory_order_seq_cst);
       wake_sleepers(&h_->not_full);
     }
