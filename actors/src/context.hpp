@@ -42,9 +42,7 @@ struct process_context {
   std::unordered_map<std::uint64_t, bool> async_ids;
   std::vector<stashed_reply> async_stash;
   std::atomic<std::uint64_t> request_counter{0};
-  std::chrono::milliseconds send_timeout{10000};
   std::uint32_t max_deliveries = 3; // a message delivered more often is poison
-  std::int64_t spin_ns = 50000;     // spin before sleeping on own rings
 };
 
 process_context& ctx();
@@ -65,10 +63,6 @@ ring& replies_of(std::uint64_t id);
 /// Puts an envelope and payload into `r`.
 ring_status put_envelope(ring& r, const envelope& e, std::size_t size,
                          fn_ref<void(std::byte*)> write, wait_limit limit);
-
-/// Starts the node process; returns the root's end of its socket and fills
-/// `node` with the process.
-struct node_handle;
 
 /// The node's main loop (in the node process).
 int node_main(int root_sock, std::int64_t shutdown_timeout_ms,

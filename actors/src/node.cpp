@@ -156,7 +156,6 @@ void node_deliver(node_state& n, actor_rec& to, const T& msg,
 [[noreturn]] void run_child(node_state& n, actor_rec& a, int actor_end,
                             const packed_target& t) {
   ctx().max_deliveries = n.max_deliveries;
-  ctx().spin_ns = n.spin_ns;
   std::vector<int> keep{actor_end};
   for (const auto& f : a.mailbox.fds)
     keep.push_back(f.get());

@@ -15,7 +15,6 @@ namespace detail {
 
 struct system_state {
   std::optional<process> node;
-  actor_system_options opts;
   bool down = false;
   // Messages received by the root while it looked for another type.
   std::vector<std::pair<type_tag_t, std::vector<std::byte>>> stash;
@@ -55,7 +54,6 @@ actor_system::actor_system(actor_system_options opts)
   if (detail::system_exists.exchange(true))
     throw std::logic_error("pactor::actor_system: one per program (another "
                            "one exists)");
-  s_->opts = opts;
   try {
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
@@ -87,7 +85,6 @@ actor_system::actor_system(actor_system_options opts)
       detail::ring::attach({fds[3].get(), fds[4].get(), fds[5].get()}));
     c.mailbox->spin(opts.spin);
     c.replies->spin(opts.spin);
-    c.spin_ns = spin;
   } catch (...) {
     if (s_->node && s_->node->is_alive()) {
       s_->node->kill();

@@ -74,7 +74,6 @@ public:
     using R = typename traits::result;
     entry e;
     e.type = type_tag<T>();
-    e.name = std::string(type_name<T>());
     e.fn = [h = std::forward<F>(f)](std::span<const std::byte> payload,
                                     detail::reply_out* out) mutable {
       auto msg = decode_payload<T>(payload);
@@ -124,7 +123,6 @@ public:
 private:
   struct entry {
     type_tag_t type = 0;
-    std::string name;
     std::function<void(std::span<const std::byte>, detail::reply_out*)> fn;
   };
   std::vector<entry> entries_;
