@@ -31,6 +31,7 @@ constexpr std::uint32_t ring_version = 2;
 constexpr std::size_t header_bytes = 4096;
 constexpr int max_spinner_slots = 8;
 constexpr int spin_backoff_max = 8;
+constexpr int max_poller_slots = 16;
 
 // Position words: (sequence << 36) | (byte position mod 2^36).
 constexpr int pos_bits = 36;
@@ -124,8 +125,11 @@ struct ring_header {
   alignas(64) std::uint64_t side_next;
   std::uint64_t tx_ino;
   std::uint64_t rx_ino;
-  // wait() callers counted on this ring (putters signal them).
+  // wait() callers counted on this ring (putters signal them), and their
+  // pids (one slot each while slots last), so that the count of a poller
+  // killed inside wait() can be taken back.
   std::atomic<std::uint32_t> pollers;
+  std::atomic<std::int32_t> poller_pids[max_poller_slots];
   // Mailbox: (sequence of the record last handed out << 32) | deliveries.
   alignas(64) std::atomic<std::uint64_t> delivery;
   // Mailbox: the consuming process, (start time mod 2^32 << 32) | pid.
@@ -291,12 +295,32 @@ int ring::poll_fd() const noexcept {
   return socks_->tx;
 }
 
-void ring::add_poller() const noexcept {
+int ring::add_poller() const noexcept {
+  auto me = static_cast<std::int32_t>(cached_pid());
+  // Take back the counts of pollers that died inside wait().
+  for (auto& slot : h_->poller_pids) {
+    auto pid = slot.load(std::memory_order_acquire);
+    if (pid != 0 && pid != me && ::kill(pid, 0) != 0 && errno == ESRCH
+        && slot.compare_exchange_strong(pid, 0))
+      h_->pollers.fetch_sub(1, std::memory_order_seq_cst);
+  }
   h_->pollers.fetch_add(1, std::memory_order_seq_cst);
+  for (int i = 0; i < max_poller_slots; ++i) {
+    std::int32_t expected = 0;
+    if (h_->poller_pids[i].compare_exchange_strong(expected, me))
+      return i;
+  }
+  return -1; // counted without a slot
 }
 
-void ring::remove_poller() const noexcept {
+void ring::remove_poller(int slot) const noexcept {
+  if (slot >= 0)
+    h_->poller_pids[slot].store(0, std::memory_order_release);
   h_->pollers.fetch_sub(1, std::memory_order_seq_cst);
+}
+
+std::uint32_t ring::poller_count() const noexcept {
+  return h_->pollers.load(std::memory_order_acquire);
 }
 
 void ring::arm_poller() const noexcept {

@@ -20,13 +20,13 @@ namespace {
 
 // Unregisters this waiter from its rings on every way out.
 struct poller_registration {
-  std::vector<const detail::ring*> rings;
+  std::vector<std::pair<const detail::ring*, int>> rings; // ring, slot
   poller_registration() = default;
   poller_registration(const poller_registration&) = delete;
   poller_registration& operator=(const poller_registration&) = delete;
   ~poller_registration() {
-    for (const auto* r : rings)
-      r->remove_poller();
+    for (const auto& [r, slot] : rings)
+      r->remove_poller(slot);
   }
 };
 
@@ -46,10 +46,10 @@ int poll_timeout_ms(detail::wait_limit& limit) {
 std::vector<std::size_t> wait(std::span<const waitable> objects,
                               detail::wait_limit limit) {
   poller_registration reg;
+  reg.rings.reserve(objects.size());
   for (const auto& o : objects) {
     if (o.ring_ != nullptr) {
-      o.ring_->add_poller();
-      reg.rings.push_back(o.ring_);
+      reg.rings.emplace_back(o.ring_, o.ring_->add_poller());
     } else if (o.end_ != nullptr) {
       if (!o.end_->in_ring() || o.end_->closed())
         throw std::logic_error("pactor::wait: a connection that cannot "

@@ -38,6 +38,10 @@ void exit_when_told(pactor::queue<int> go) {
   (void)go.get(10s);
 }
 
+void wait_long(pactor::queue<int> q) {
+  (void)pactor::wait({q}, 60s);
+}
+
 } // namespace
 
 BOOST_FIXTURE_TEST_SUITE(waits, pactor_test::no_leftovers)
@@ -161,6 +165,22 @@ BOOST_AUTO_TEST_CASE(padding_alone_is_not_ready) {
   q.put(std::string(2500, 'c'));
   BOOST_CHECK(pactor::wait({q}, 0s) == (indices{0}));
   BOOST_CHECK_EQUAL(q.get(1s).size(), 2500U);
+}
+
+BOOST_AUTO_TEST_CASE(a_waiter_killed_inside_wait_is_uncounted_by_the_next) {
+  pactor::queue<int> q;
+  pactor::process p(pactor::with_fork, wait_long, q);
+  p.start();
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (q.ring().poller_count() == 0
+         && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::yield();
+  BOOST_REQUIRE_EQUAL(q.ring().poller_count(), 1U);
+  p.kill();
+  BOOST_REQUIRE(p.join(10s));
+  BOOST_CHECK_EQUAL(q.ring().poller_count(), 1U); // left behind
+  BOOST_CHECK(pactor::wait({q}, 0s).empty());
+  BOOST_CHECK_EQUAL(q.ring().poller_count(), 0U); // taken back
 }
 
 BOOST_AUTO_TEST_CASE(misuse_is_reported) {

@@ -175,9 +175,13 @@ public:
   // --- wait(): readiness through a pollable fd ---------------------------
   /// The fd that becomes readable when a poller should look again.
   [[nodiscard]] int poll_fd() const noexcept;
-  /// Counts this caller as a poller (once per wait() call) / uncounts it.
-  void add_poller() const noexcept;
-  void remove_poller() const noexcept;
+  /// Counts this caller as a poller (once per wait() call); returns the
+  /// slot to give back to remove_poller. The counts of pollers killed
+  /// inside wait() are taken back here.
+  int add_poller() const noexcept;
+  void remove_poller(int slot) const noexcept;
+  /// wait() callers counted now (tests).
+  [[nodiscard]] std::uint32_t poller_count() const noexcept;
   /// Asks putters to signal poll_fd() on their next commit.
   void arm_poller() const noexcept;
   /// Empties poll_fd() (non-blocking).
