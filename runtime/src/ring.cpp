@@ -806,15 +806,25 @@ ring_status ring::get(fn_ref<void(std::span<const std::byte>)> read,
       return ring_status::ok;
     }
     guard.unlock();
-    if (h != h0) { // only padding was consumed: putters may wait for it
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-      wake_sleepers(&h_->not_full);
-    }
-    if (h_->closed.load(std::memory_order_acquire) != 0)
-      return ring_status::closed;
-    if (!wait_for_change(h_->tail, t, h_->not_empty, limit))
-      return ring_status::timeout;
+    if (auto st = await_message(h != h0, t, limit); st != ring_status::ok)
+      return st;
   }
+}
+
+// After a look found no message (get, peek): wakes putters if padding was
+// consumed, then says closed, or waits for the tail to move from `t`
+// (ok: look again) or times out.
+ring_status ring::await_message(bool consumed_padding, std::uint64_t t,
+                                wait_limit& limit) {
+  if (consumed_padding) { // putters may wait for that room
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    wake_sleepers(&h_->not_full);
+  }
+  if (h_->closed.load(std::memory_order_acquire) != 0)
+    return ring_status::closed;
+  if (!wait_for_change(h_->tail, t, h_->not_empty, limit))
+    return ring_status::timeout;
+  return ring_status::ok;
 }
 
 // --- mailbox: single consumer, read in place, ack after handling ---------
@@ -888,14 +898,8 @@ ring::peek(fn_ref<void(std::span<const std::byte>, std::uint32_t)> read,
       PACTOR_CRASH_POINT(crash_peek_delivered);
       return ring_status::ok;
     }
-    if (h != h0) { // only padding was consumed: putters may wait for it
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-      wake_sleepers(&h_->not_full);
-    }
-    if (h_->closed.load(std::memory_order_acquire) != 0)
-      return ring_status::closed;
-    if (!wait_for_change(h_->tail, t, h_->not_empty, limit))
-      return ring_status::timeout;
+    if (auto st = await_message(h != h0, t, limit); st != ring_status::ok)
+      return st;
   }
 }
 

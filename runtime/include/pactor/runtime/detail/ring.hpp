@@ -212,6 +212,8 @@ private:
                        std::atomic<std::uint32_t>& futex_word,
                        wait_limit& limit);
   void wake_readers() noexcept;
+  ring_status await_message(bool consumed_padding, std::uint64_t t,
+                            wait_limit& limit);
   ring_status put_record(std::size_t size, std::uint32_t kind,
                          fn_ref<void(std::byte*)> write, wait_limit& limit,
                          int block);
