@@ -73,6 +73,10 @@ struct actor_rec {
   std::vector<std::byte> target;             // the packed_target, for restarts
   send_policy policy;        // what senders do when the mailbox is full
   std::int64_t spin_ns = -1; // its own spin (-1: the node's default)
+  // Warm restart: the state stash (kept like the mailbox, across deaths).
+  unique_fd stash;
+  std::uint32_t commit_every = 1;
+  bad_state on_bad_state = bad_state::cold_start;
 };
 
 struct node_state {
@@ -89,7 +93,17 @@ struct node_state {
   bool stopping = false;
   int sigfd = -1; // SIGINT, SIGTERM (and SIGCHLD) arrive here
   std::function<void(actor_rec&)> on_start; // watch its fds
+  int epoll_fd = -1;
 };
+
+// Takes `fd` out of the node's epoll set before it is closed: a closed fd
+// stays registered while a copy of it lives (in a child forked meanwhile,
+// until it closes its inherited fds), and a dead incarnation's pidfd would
+// then report the next incarnation dead.
+void unwatch(const node_state& n, const unique_fd& fd) {
+  if (fd && n.epoll_fd >= 0)
+    ::epoll_ctl(n.epoll_fd, EPOLL_CTL_DEL, fd.get(), nullptr);
+}
 
 int pidfd_open(pid_t pid) {
   return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
@@ -161,6 +175,8 @@ void node_deliver(node_state& n, actor_rec& to, const T& msg,
     keep.push_back(f.get());
   for (const auto& f : a.replies.fds)
     keep.push_back(f.get());
+  if (a.stash)
+    keep.push_back(a.stash.get());
   std::sort(keep.begin(), keep.end());
   prepare_child({n.node_pid, true, keep, keep, false});
   ::signal(SIGINT, SIG_IGN); // Ctrl-C: the node decides the order
@@ -181,6 +197,11 @@ void node_deliver(node_state& n, actor_rec& to, const T& msg,
       = std::chrono::nanoseconds(a.spin_ns >= 0 ? a.spin_ns : n.spin_ns);
     c.mailbox->spin(spin);
     c.replies->spin(spin);
+    c.state_stash.reset();
+    if (a.stash)
+      c.state_stash.emplace(stash::attach(a.stash.get()));
+    c.commit_every = a.commit_every;
+    c.on_bad_state = a.on_bad_state;
     auto tramp
       = reinterpret_cast<trampoline_fn>(resolve_function_ref(t.trampoline));
     auto fn = resolve_function_ref(t.function);
@@ -249,6 +270,14 @@ rpc_reply spawn_actor(node_state& n, const rpc_request& req) {
   fresh.replies = held_ring::make({std::size_t{1} << 18, 0, false});
   fresh.policy = {opts.on_full, opts.send_timeout_ms};
   fresh.spin_ns = opts.spin_ns;
+  if (opts.restart == restart_mode::warm) {
+    if (opts.commit_every == 0 || opts.state_bytes < 64
+        || opts.state_bytes > (std::uint64_t{1} << 30))
+      return {false, 0, 0, "invalid warm restart options", {}};
+    fresh.stash = stash::create(opts.state_bytes);
+    fresh.commit_every = opts.commit_every;
+    fresh.on_bad_state = opts.on_bad_state;
+  }
   pack_payload(fresh.target, target);
   // Into the table only once its rings exist (a throw above leaves nothing).
   auto id = n.next_id++;
@@ -312,6 +341,8 @@ void on_death(node_state& n, actor_rec& a, int status) {
   a.last = r;
   a.alive = false;
   a.kill_at.reset();
+  unwatch(n, a.pidfd);
+  unwatch(n, a.ctl);
   a.pidfd.reset();
   a.ctl.reset();
   close_mailbox(a);
@@ -348,10 +379,17 @@ void on_death(node_state& n, actor_rec& a, int status) {
   }
 }
 
-void reap(node_state& n, actor_rec& a) {
+// Reaps `a` if its process has ended (its pidfd said so; a stale report
+// about an earlier incarnation finds the running one alive: ignored), or
+// waits for it to end (`block`: it was sent SIGKILL).
+void reap(node_state& n, actor_rec& a, bool block = false) {
   int status = 0;
-  while (::waitpid(a.pid, &status, 0) < 0 && errno == EINTR) {
+  pid_t got = 0;
+  while ((got = ::waitpid(a.pid, &status, block ? 0 : WNOHANG)) < 0
+         && errno == EINTR) {
   }
+  if (got == 0)
+    return;
   on_death(n, a, status);
 }
 
@@ -601,8 +639,10 @@ bool stop_all(node_state& n) {
         continue;
       }
       if (a.ctl && (two[1].revents & (POLLIN | POLLHUP)) != 0
-          && serve(n, a.ctl.get(), a.id) == served::gone)
+          && serve(n, a.ctl.get(), a.id) == served::gone) {
+        unwatch(n, a.ctl);
         a.ctl.reset();
+      }
     }
     if (!poll_in(a.pidfd.get(), 0)) {
       clean = false;
@@ -613,7 +653,7 @@ bool stop_all(node_state& n) {
       a.imposed = k;
       send_signal(a, SIGKILL);
     }
-    reap(n, a);
+    reap(n, a, true);
   }
   return clean;
 }
@@ -658,6 +698,7 @@ int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
   // them per request made spawning quadratic. Keys: 0 signals, 1 root,
   // id * 2 + 0 an actor's control socket, id * 2 + 1 its pidfd.
   unique_fd ep(::epoll_create1(EPOLL_CLOEXEC));
+  n.epoll_fd = ep.get();
   auto watch = [&](int fd, std::uint64_t key) {
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -730,8 +771,10 @@ int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
       auto& a = it->second;
       if (key % 2 == 0) {
         // A closed socket also leaves the epoll set.
-        if (a.ctl && serve(n, a.ctl.get(), id) == served::gone)
+        if (a.ctl && serve(n, a.ctl.get(), id) == served::gone) {
+          unwatch(n, a.ctl);
           a.ctl.reset();
+        }
       } else if (a.alive && a.pidfd) {
         reap(n, a);
       }
