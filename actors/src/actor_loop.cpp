@@ -1,6 +1,7 @@
 // The loop of an actor process: receive in place, dispatch by type, reply,
 // acknowledge; timers, idle timeout, stop and become. And this_actor.
 
+#include <pactor/actors/dedup.hpp>
 #include <pactor/actors/detail/core.hpp>
 #include <pactor/actors/this_actor.hpp>
 #include <pactor/runtime/wait.hpp>
@@ -34,6 +35,7 @@ struct actor_state {
   exit_reason reason;
   actor_ref sender;
   std::uint32_t delivery = 0;
+  std::optional<message_origin> origin; // of the message being handled
   std::vector<timer> timers;
   std::chrono::milliseconds idle{0};
   struct pending {
@@ -116,6 +118,9 @@ void handle_record(std::span<const std::byte> bytes, std::uint32_t delivery) {
   const auto& h = mv.header;
   s.sender = actor_ref(h.sender);
   s.delivery = delivery;
+  s.origin.reset();
+  if (h.origin != 0)
+    s.origin = message_origin{s.sender, h.origin - 1, h.origin_index};
   if ((h.flags & flag_system) != 0) {
     if (h.type == type_tag<sys_shutdown>()) {
       s.stop = true;
@@ -316,14 +321,54 @@ exit_reason exception_reason(const std::string& prefix) {
   return r;
 }
 
+// Warm restart: the state the last incarnation committed replaces the
+// constructor's, and the mailbox is acknowledged up to where it goes with (a
+// death between the commit and the ack left that undone). A state that does
+// not decode: a dead letter and the constructor's state, or (bad_state::fail)
+// a stash_error.
+void restore_state(actor_impl& impl) {
+  auto& c = ctx();
+  auto last = c.state_stash->last();
+  if (!last)
+    return;
+  try {
+    if (last->type != impl.state_type())
+      throw decode_error(decode_errc::type_mismatch,
+                         "the committed state is of another type");
+    impl.load_state(last->bytes);
+  } catch (const std::exception& e) {
+    if (c.on_bad_state == bad_state::fail)
+      throw stash_error(std::string("the committed state does not decode: ")
+                        + e.what());
+    give_up({}, last->bytes, 0,
+            std::string("warm restart: the committed state does not decode, "
+                        "starting from the constructor's: ")
+              + e.what());
+  }
+  c.mailbox->ack_to(last->ack_word);
+}
+
+// Warm restart: publishes the state with the mailbox position after the
+// messages handled so far, then acknowledges them (stash.hpp).
+void commit_state(actor_impl& impl) {
+  auto& c = ctx();
+  auto slot = c.state_stash->spare();
+  auto size = impl.save_state(slot);
+  c.state_stash->publish(size, impl.state_type(), c.mailbox->ack_word());
+  c.mailbox->ack();
+}
+
 int run_actor(const std::function<std::unique_ptr<actor_impl>()>& make) {
   auto& s = st();
   auto& c = ctx();
   s = actor_state{};
   s.running = true;
   std::unique_ptr<actor_impl> impl;
+  const bool warm = c.state_stash.has_value();
   try {
     impl = make();
+    if (warm)
+      restore_state(*impl);
     s.beh = impl->make_behavior();
     impl->on_start();
   } catch (...) {
@@ -332,13 +377,21 @@ int run_actor(const std::function<std::unique_ptr<actor_impl>()>& make) {
   }
   auto last = steady::now();
   auto handler = [&](std::span<const std::byte> b, std::uint32_t d) {
+    c.origin = c.mailbox->peeked_number() + 1;
+    c.origin_sends = 0;
     handle_record(b, d);
+    c.origin = 0;
   };
+  std::uint32_t held = 0; // warm: handled, not yet committed
   try {
     while (!s.stop) {
       fire_timers();
       process_async();
       auto st_ = c.mailbox->peek(handler, wait_limit::none());
+      if (st_ == ring_status::timeout && held > 0) {
+        commit_state(*impl); // the mailbox is empty: end the batch
+        held = 0;
+      }
       if (st_ == ring_status::timeout) {
         // Nothing now: sleep until a message, the next timer or idleness.
         std::optional<steady::time_point> until;
@@ -371,7 +424,15 @@ int run_actor(const std::function<std::unique_ptr<actor_impl>()>& make) {
       }
       if (st_ == ring_status::closed)
         break;
-      c.mailbox->ack();
+      if (!warm) {
+        c.mailbox->ack();
+      } else if (++held >= c.commit_every || s.stop
+                 || c.mailbox->peeked_large()) {
+        commit_state(*impl);
+        held = 0;
+      } else {
+        c.mailbox->hold();
+      }
       if (s.idle.count() > 0)
         last = steady::now();
       if (s.next) {
@@ -379,8 +440,11 @@ int run_actor(const std::function<std::unique_ptr<actor_impl>()>& make) {
         s.next.reset();
       }
     }
+    if (warm && held > 0)
+      commit_state(*impl);
     impl->on_stop();
   } catch (...) {
+    c.origin = 0;
     auto r = exception_reason("");
     std::fprintf(stderr, "pactor: %s ended: exception %s: %s\n",
                  self_ref().to_string().c_str(), r.type.c_str(),
@@ -405,6 +469,9 @@ actor_ref sender() {
 }
 std::uint32_t delivery() {
   return detail::running().delivery;
+}
+std::optional<message_origin> origin() {
+  return detail::running().origin;
 }
 std::uint32_t incarnation() {
   detail::running();

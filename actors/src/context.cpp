@@ -137,10 +137,11 @@ ring& replies_of(std::uint64_t id) {
 
 ring_status put_envelope(ring& r, const envelope& e, std::size_t size,
                          fn_ref<void(std::byte*)> write, wait_limit limit) {
-  auto total = envelope_header_size + size;
+  const auto header = envelope_header_size_for(e);
+  auto total = header + size;
   auto w = [&](std::byte* dst) {
     write_envelope_header(dst, e, static_cast<std::uint32_t>(size));
-    write(dst + envelope_header_size);
+    write(dst + header);
   };
   return r.put(total, w, limit);
 }
@@ -152,11 +153,18 @@ actor_ref self_ref() {
   return actor_ref(id);
 }
 
-void deliver(actor_ref to, const envelope& e, std::size_t size,
+void deliver(actor_ref to, const envelope& sent, std::size_t size,
              fn_ref<void(std::byte*)> write) {
   if (!to)
     throw std::invalid_argument("pactor::send: to nobody (an empty actor_ref)");
-  const bool is_reply = (e.flags & flag_reply) != 0;
+  const bool is_reply = (sent.flags & flag_reply) != 0;
+  envelope e = sent;
+  if (auto& c = ctx(); c.origin != 0 && !is_reply) {
+    // Sent while handling a message: tagged with it, so that the copies a
+    // redelivery of that message sends again can be told apart.
+    e.origin = c.origin;
+    e.origin_index = ++c.origin_sends;
+  }
   auto& r = is_reply ? replies_of(to.id()) : mailbox_of(to.id());
   send_policy policy;
   if (!is_reply) {
@@ -241,8 +249,10 @@ reply_in await_reply(std::uint64_t request_id, wait_limit limit,
     throw std::logic_error("pactor: no actor system in this process");
   // Waits in slices: between them, whether the target has ended (its
   // mailbox is closed) is a local look; then one last look for a reply it
-  // sent before it ended.
-  constexpr auto slice = std::chrono::milliseconds(50);
+  // sent before it ended. The slices grow from 1 ms to 50 ms: a target that
+  // dies at once is seen at once, a long wait costs few wake-ups.
+  auto slice = std::chrono::milliseconds(1);
+  constexpr auto max_slice = std::chrono::milliseconds(50);
   bool last_look = false;
   for (;;) {
     std::optional<reply_in> match;
@@ -264,6 +274,7 @@ reply_in await_reply(std::uint64_t request_id, wait_limit limit,
         reply_in{mv.header.type, {mv.payload.begin(), mv.payload.end()}});
     };
     auto until = steady::now() + slice;
+    slice = std::min(slice * 2, max_slice);
     if (deadline)
       until = std::min(until, *deadline);
     auto step = last_look ? wait_limit::none()
@@ -293,12 +304,24 @@ reply_in await_reply(std::uint64_t request_id, wait_limit limit,
 }
 
 actor_ref spawn_packed(const packed_target& t, const spawn_options& opts) {
+  if (opts.restart == restart_mode::warm) {
+    if (opts.commit_every == 0)
+      throw std::invalid_argument(
+        "pactor::spawn: spawn_options::commit_every must be at least 1");
+    if (opts.state_bytes < 64 || opts.state_bytes > (std::size_t{1} << 30))
+      throw std::invalid_argument("pactor::spawn: spawn_options::state_bytes "
+                                  "must be between 64 bytes and 1 GiB");
+  }
   spawn_wire w{opts.name,
                opts.mailbox_bytes,
                opts.mailbox_messages,
                opts.on_full,
                static_cast<std::int64_t>(opts.send_timeout.count()),
-               static_cast<std::int64_t>(opts.spin.count())};
+               static_cast<std::int64_t>(opts.spin.count()),
+               opts.restart,
+               opts.state_bytes,
+               opts.commit_every,
+               opts.on_bad_state};
   rpc_request req{rpc_op::spawn, 0, 0, opts.name, {}};
   pack_payload(req.blob, std::make_tuple(t, w));
   auto r = call_node(req);

@@ -10,6 +10,7 @@
 
 #include "internal.hpp" // runtime internals (unique_fd, ...)
 #include "protocol.hpp"
+#include "stash.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -43,6 +44,15 @@ struct process_context {
   std::vector<stashed_reply> async_stash;
   std::atomic<std::uint64_t> request_counter{0};
   std::uint32_t max_deliveries = 3; // a message delivered more often is poison
+  // The message the actor is handling: 1 + its number in the mailbox (0:
+  // none), and how many messages it has sent while handling it.
+  std::uint64_t origin = 0;
+  std::uint32_t origin_sends = 0;
+  // Warm restart (the actor in this process): its state stash, how many
+  // messages a commit covers, and what a state that does not decode does.
+  std::optional<stash> state_stash;
+  std::uint32_t commit_every = 1;
+  bad_state on_bad_state = bad_state::cold_start;
 };
 
 process_context& ctx();

@@ -27,7 +27,7 @@ namespace pactor::detail {
 namespace {
 
 constexpr std::uint64_t ring_magic = 0x676e6972726f7470ULL; // "ptorring"
-constexpr std::uint32_t ring_version = 2;
+constexpr std::uint32_t ring_version = 3;
 constexpr std::size_t header_bytes = 4096;
 constexpr int max_spinner_slots = 8;
 constexpr int spin_backoff_max = 8;
@@ -134,6 +134,10 @@ struct ring_header {
   alignas(64) std::atomic<std::uint64_t> delivery;
   // Mailbox: the consuming process, (start time mod 2^32 << 32) | pid.
   std::atomic<std::uint64_t> consumer;
+  // Mailbox: the 64-bit number (records acknowledged before it) of a record
+  // at or before the head, within a quarter of the sequence space of it: a
+  // record's number is this plus its sequence's distance from it.
+  std::atomic<std::uint64_t> count_base;
 };
 static_assert(sizeof(ring_header) <= header_bytes);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
@@ -527,7 +531,8 @@ void check_record(std::uint32_t kind, std::size_t size, std::size_t room) {
 // padding before it is consumed (head stored past it, one store each, as a
 // get commits); nullptr if there is none. Updates `head`.
 const record_header* first_message(ring_header* r, std::byte* data,
-                                   std::uint64_t& head, std::uint64_t tail) {
+                                   std::uint64_t& head, std::uint64_t tail,
+                                   bool store = true) {
   const auto cap = r->capacity;
   while (pos_of(head) != pos_of(tail)) {
     auto idx = pos_of(head) & (cap - 1);
@@ -536,7 +541,8 @@ const record_header* first_message(ring_header* r, std::byte* data,
     if (hdr->kind != kind_padding)
       return hdr;
     head = make_word(pos_of(head) + record_bytes(hdr->size), seq_of(head));
-    r->head.store(head, std::memory_order_release);
+    if (store) // (a mailbox reading past held records skips it in place)
+      r->head.store(head, std::memory_order_release);
   }
   return nullptr;
 }
@@ -864,24 +870,37 @@ ring::peek(fn_ref<void(std::span<const std::byte>, std::uint32_t)> read,
     claim_consumer();
   const auto cap = h_->capacity;
   for (;;) {
-    auto h = h_->head.load(std::memory_order_relaxed);
+    // Past the held records, if any: they stay until the next ack().
+    auto h = held_ ? read_ : h_->head.load(std::memory_order_relaxed);
     auto t = h_->tail.load(std::memory_order_acquire);
     const auto h0 = h;
-    if (const auto* hdr = first_message(h_, data_, h, t)) {
+    if (const auto* hdr = first_message(h_, data_, h, t, !held_)) {
       auto idx = pos_of(h) & (cap - 1);
       auto size = std::size_t{hdr->size};
-      // Count the delivery before handing the record out: a consumer killed
-      // after this store makes the next one see a redelivery.
       auto seq = seq_of(h);
+      std::uint32_t count = 1;
+      // Count the delivery before handing the record out: a consumer killed
+      // after this store makes the next one see a redelivery. A record
+      // before the one last counted was handed out before, held unacked
+      // when its consumer died: at least its second delivery (the count of
+      // the newer record is kept, so that a record that kills every
+      // consumer is still found).
       auto prev = h_->delivery.load(std::memory_order_relaxed);
-      std::uint32_t count
-        = (prev >> 32) == seq && (prev & 0xffffffffU) != 0
-            ? static_cast<std::uint32_t>(prev & 0xffffffffU) + 1
-            : 1;
-      h_->delivery.store((seq << 32) | count, std::memory_order_release);
+      auto prev_seq = prev >> 32;
+      auto prev_count = static_cast<std::uint32_t>(prev & 0xffffffffU);
+      auto behind = (prev_seq - seq) & seq_mask;
+      if (prev_seq == seq && prev_count != 0) {
+        count = prev_count + 1;
+        h_->delivery.store((seq << 32) | count, std::memory_order_release);
+      } else if (prev_count != 0 && behind != 0 && behind < seq_mask / 4) {
+        count = 2;
+      } else {
+        h_->delivery.store((seq << 32) | count, std::memory_order_release);
+      }
       const std::span<const std::byte> rec{data_ + idx + sizeof(record_header),
                                            size};
       peeked_next_ = make_word(pos_of(h) + record_bytes(size), seq + 1);
+      peeked_number_ = number_of(seq);
       peeked_side_ = hdr->kind == kind_side;
       if (peeked_side_) {
         side_ref ref{};
@@ -903,18 +922,74 @@ ring::peek(fn_ref<void(std::span<const std::byte>, std::uint32_t)> read,
   }
 }
 
-void ring::ack() {
+std::uint64_t ring::number_of(std::uint64_t seq) const noexcept {
+  auto base = h_->count_base.load(std::memory_order_relaxed);
+  return base + ((seq - base) & seq_mask);
+}
+
+// Stores the head word, and moves the count base along once it falls a
+// quarter of the sequence space behind (a kill between the two stores
+// leaves the old base, still valid).
+void ring::store_head(std::uint64_t word) noexcept {
+  h_->head.store(word, std::memory_order_release);
+  auto base = h_->count_base.load(std::memory_order_relaxed);
+  auto ahead = (seq_of(word) - base) & seq_mask;
+  if (ahead >= seq_mask / 4)
+    h_->count_base.store(base + ahead, std::memory_order_relaxed);
+}
+
+void ring::hold() {
   if (!peeked_)
-    throw std::logic_error("pactor::mailbox::ack: no message to acknowledge");
+    throw std::logic_error("pactor::mailbox::hold: no message to hold");
+  if (peeked_side_)
+    throw std::logic_error("pactor::mailbox::hold: a large record (side "
+                           "block) must be acknowledged, not held");
+  read_ = peeked_next_;
+  held_ = true;
   peeked_ = false;
-  h_->head.store(peeked_next_, std::memory_order_release);
+}
+
+std::uint64_t ring::ack_word() const noexcept {
+  if (peeked_)
+    return peeked_next_;
+  if (held_)
+    return read_;
+  return h_->head.load(std::memory_order_relaxed);
+}
+
+void ring::ack() {
+  if (!peeked_ && !held_)
+    throw std::logic_error("pactor::mailbox::ack: no message to acknowledge");
+  store_head(ack_word());
+  peeked_ = false;
+  held_ = false;
   PACTOR_CRASH_POINT(crash_ack_after_commit);
   if (peeked_side_) {
+    peeked_side_ = false;
     side_ref ref{peeked_side_id_, 0};
     dequeue_side({reinterpret_cast<const std::byte*>(&ref), sizeof ref});
   }
   std::atomic_thread_fence(std::memory_order_seq_cst);
   wake_sleepers(&h_->not_full);
+}
+
+bool ring::ack_to(std::uint64_t word) {
+  if (peeked_ || held_)
+    throw std::logic_error("pactor::mailbox::ack_to: messages are held");
+  if (consumer_pid_ != cached_pid())
+    claim_consumer();
+  auto h = h_->head.load(std::memory_order_acquire);
+  auto t = h_->tail.load(std::memory_order_acquire);
+  // Only forward, and not past the tail: a word from this mailbox's past.
+  auto ahead = (seq_of(word) - seq_of(h)) & seq_mask;
+  auto room = (seq_of(t) - seq_of(h)) & seq_mask;
+  auto span = (pos_of(word) - pos_of(h)) & pos_mask;
+  if (ahead == 0 || ahead > room || span > ((pos_of(t) - pos_of(h)) & pos_mask))
+    return false;
+  store_head(word);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  wake_sleepers(&h_->not_full);
+  return true;
 }
 
 // --- joinable rings ------------------------------------------------------

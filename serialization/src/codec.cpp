@@ -103,13 +103,19 @@ void write_envelope_header(std::byte* out, const envelope& e,
                            std::uint32_t payload_size) noexcept {
   store_le<std::uint16_t>(out, envelope_magic);
   out[2] = std::byte{envelope_version};
-  out[3] = std::byte{envelope_header_size};
+  const auto header = envelope_header_size_for(e);
+  out[3] = static_cast<std::byte>(header);
   store_le<std::uint32_t>(out + 4, e.flags);
   store_le<std::uint64_t>(out + 8, e.type);
   store_le<std::uint64_t>(out + 16, e.sender);
   store_le<std::uint64_t>(out + 24, e.request_id);
   store_le<std::uint32_t>(out + 32, e.delivery_count);
   store_le<std::uint32_t>(out + 36, payload_size);
+  if (header == envelope_origin_header_size) {
+    store_le<std::uint64_t>(out + 40, e.origin);
+    store_le<std::uint32_t>(out + 48, e.origin_index);
+    store_le<std::uint32_t>(out + 52, 0);
+  }
 }
 
 message_view read_envelope(std::span<const std::byte> bytes,
@@ -145,6 +151,10 @@ message_view read_envelope(std::span<const std::byte> bytes,
   msg.header.request_id = load_le<std::uint64_t>(p + 24);
   msg.header.delivery_count = load_le<std::uint32_t>(p + 32);
   auto payload_size = std::size_t{load_le<std::uint32_t>(p + 36)};
+  if (header_size >= envelope_origin_header_size) {
+    msg.header.origin = load_le<std::uint64_t>(p + 40);
+    msg.header.origin_index = load_le<std::uint32_t>(p + 48);
+  }
   if (payload_size > limits.max_payload)
     throw decode_error(decode_errc::too_large,
                        "payload of " + std::to_string(payload_size)

@@ -140,6 +140,23 @@ BOOST_AUTO_TEST_CASE(the_envelope_carries_its_metadata) {
   BOOST_CHECK_EQUAL(pactor::decode_message<add>(msg).n, 2);
 }
 
+BOOST_AUTO_TEST_CASE(an_envelope_with_an_origin_has_the_longer_header) {
+  pactor::envelope meta{.sender = 7, .origin = 1234567890123, .origin_index = 4};
+  auto bytes = pactor::encode(add{5}, meta);
+  BOOST_CHECK_EQUAL(std::to_integer<int>(bytes[3]),
+                    static_cast<int>(pactor::envelope_origin_header_size));
+  auto msg = pactor::read_envelope(bytes);
+  BOOST_CHECK_EQUAL(msg.header.origin, 1234567890123U);
+  BOOST_CHECK_EQUAL(msg.header.origin_index, 4U);
+  BOOST_CHECK_EQUAL(msg.payload.size(),
+                    bytes.size() - pactor::envelope_origin_header_size);
+  BOOST_CHECK_EQUAL(pactor::decode_message<add>(msg).n, 5);
+  // Without an origin the header stays 40 bytes, and reads as no origin.
+  auto plain = pactor::encode(add{5}, {.sender = 7});
+  BOOST_CHECK_EQUAL(plain.size() + 16, bytes.size());
+  BOOST_CHECK_EQUAL(pactor::read_envelope(plain).header.origin, 0U);
+}
+
 BOOST_AUTO_TEST_CASE(encode_to_appends_several_messages) {
   std::vector<std::byte> buf;
   pactor::encode_to(buf, add{1});

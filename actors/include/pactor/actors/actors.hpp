@@ -4,6 +4,7 @@
 
 #include <pactor/actors/actor_ref.hpp>
 #include <pactor/actors/behavior.hpp>
+#include <pactor/actors/dedup.hpp>
 #include <pactor/actors/errors.hpp>
 #include <pactor/actors/exit_reason.hpp>
 #include <pactor/actors/system.hpp>

@@ -5,6 +5,7 @@
 #include <pactor/actors/actor_ref.hpp>
 #include <pactor/runtime/pipe.hpp> // pactor::timeout_error
 
+#include <cstddef>
 #include <stdexcept>
 #include <string>
 
@@ -46,6 +47,27 @@ public:
 private:
   std::string type_;
   std::string message_;
+};
+
+/// A warm actor's state encodes to more than spawn_options::state_bytes: the
+/// incarnation ends (its last message unacknowledged).
+class state_too_large : public std::length_error {
+public:
+  state_too_large(std::size_t size, std::size_t limit)
+      : std::length_error("pactor::state_too_large: the state encodes to "
+                          + std::to_string(size)
+                          + " bytes, spawn_options::state_bytes is "
+                          + std::to_string(limit)) {
+  }
+};
+
+/// A warm restart found a committed state that does not decode
+/// (bad_state::fail ends the incarnation with it).
+class stash_error : public std::runtime_error {
+public:
+  explicit stash_error(const std::string& what)
+      : std::runtime_error("pactor::stash_error: " + what) {
+  }
 };
 
 /// The node process of the actor system is gone (killed, or shut down).

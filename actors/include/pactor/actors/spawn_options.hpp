@@ -21,6 +21,26 @@ enum class overflow : std::uint8_t {
   drop_newest, ///< drop the message being sent (kept as a dead letter)
 };
 
+/// How the next incarnation of a restarted actor begins.
+enum class restart_mode : std::uint8_t {
+  /// From its constructor (Erlang's and CAF's restart).
+  cold,
+  /// From its constructor, then the state it last committed with an
+  /// acknowledgement (`warm_state()`, docs/warm_restart.md): exactly the
+  /// state after the last message it acknowledged.
+  warm,
+};
+
+/// What a warm restart does with a committed state that does not decode
+/// (the state type changed, or its decoding throws).
+enum class bad_state : std::uint8_t {
+  /// Start cold (the constructor's state), with a dead letter recording it.
+  cold_start,
+  /// Do not start: the incarnation ends with reason exception
+  /// ("pactor::stash_error").
+  fail,
+};
+
 struct spawn_options {
   /// The process name (shown by ps); empty: "actor-<id>".
   std::string name{};
@@ -35,6 +55,18 @@ struct spawn_options {
   /// How long the actor spins on its empty mailbox before it sleeps;
   /// negative: the system's actor_system_options::spin.
   std::chrono::nanoseconds spin{-1};
+  /// cold or warm restart (warm: the actor class has `warm_state()`).
+  restart_mode restart = restart_mode::cold;
+  /// warm: the most bytes the encoded state may take (a state that grows
+  /// past it ends the incarnation with "pactor::state_too_large").
+  std::size_t state_bytes = std::size_t{64} << 10;
+  /// warm: commit the state with every N-th message (1: every message). The
+  /// messages in between stay unacknowledged until the commit (a crash
+  /// redelivers them all); a batch also ends when the mailbox is empty, at
+  /// a large message and at a stop.
+  std::uint32_t commit_every = 1;
+  /// warm: a committed state that does not decode.
+  bad_state on_bad_state = bad_state::cold_start;
 };
 
 namespace detail {
@@ -46,8 +78,13 @@ struct spawn_wire {
   overflow on_full = overflow::block;
   std::int64_t send_timeout_ms = 0;
   std::int64_t spin_ns = -1;
+  restart_mode restart = restart_mode::cold;
+  std::uint64_t state_bytes = 0;
+  std::uint32_t commit_every = 1;
+  bad_state on_bad_state = bad_state::cold_start;
   MSGPACK_DEFINE(name, mailbox_bytes, mailbox_messages, on_full,
-                 send_timeout_ms, spin_ns)
+                 send_timeout_ms, spin_ns, restart, state_bytes, commit_every,
+                 on_bad_state)
 };
 /// What a sender needs to know about a mailbox.
 struct send_policy {

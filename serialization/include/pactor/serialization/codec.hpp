@@ -136,9 +136,10 @@ void pack_payload(std::vector<std::byte>& out, const T& value) {
 template <class T>
 void encode_to(std::vector<std::byte>& out, const T& msg, envelope meta = {}) {
   auto start = out.size();
-  out.resize(start + envelope_header_size);
+  const auto header = envelope_header_size_for(meta);
+  out.resize(start + header);
   pack_payload(out, msg);
-  auto payload_size = out.size() - start - envelope_header_size;
+  auto payload_size = out.size() - start - header;
   if (payload_size > std::numeric_limits<std::uint32_t>::max()) {
     out.resize(start);
     throw std::length_error("pactor::encode: payload over 4 GiB");

@@ -22,6 +22,12 @@ struct envelope {
   std::uint32_t delivery_count = 0;
   /// Message flags; the meaning of each bit belongs to the layer that sets it.
   std::uint32_t flags = 0;
+  /// What the sender was handling when it sent this: 1 + the number of that
+  /// message in the sender's mailbox (0: none), and which of the messages
+  /// sent while handling it this is (from 1). The same on every redelivery
+  /// of the originating message, so a receiver can drop repeats.
+  std::uint64_t origin = 0;
+  std::uint32_t origin_index = 0;
 
   friend bool operator==(const envelope&, const envelope&) = default;
 };
@@ -40,13 +46,26 @@ struct envelope {
 ///         36     4  payload size in bytes
 ///         40     -  payload (msgpack)
 ///
+/// A message with an origin has a 56-byte header (header size 56):
+///
+///         40     8  origin
+///         48     4  origin index
+///         52     4  zero
+///         56     -  payload
+///
 /// A later version may grow the header; a reader skips `header size` bytes.
 inline constexpr std::uint16_t envelope_magic = 0x5041;
 inline constexpr std::uint8_t envelope_version = 1;
 inline constexpr std::size_t envelope_header_size = 40;
+inline constexpr std::size_t envelope_origin_header_size = 56;
+
+/// The header size write_envelope_header uses for `e`.
+constexpr std::size_t envelope_header_size_for(const envelope& e) noexcept {
+  return e.origin != 0 ? envelope_origin_header_size : envelope_header_size;
+}
 
 /// Writes `e` and `payload_size` as a header into `out`, which must hold
-/// envelope_header_size bytes.
+/// envelope_header_size_for(e) bytes.
 void write_envelope_header(std::byte* out, const envelope& e,
                            std::uint32_t payload_size) noexcept;
 

@@ -14,7 +14,9 @@
 #include <pactor/serialization/envelope.hpp>
 
 #include <cstddef>
+#include <concepts>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -70,7 +72,7 @@ std::uint64_t next_request_id();
 /// Waits for the reply to `request_id` (sent to `target`) in this process's
 /// replies ring, dropping replies to other (timed out, duplicate) requests.
 /// Throws timeout_error, remote_error (an error reply), actor_exited (the
-/// target ended without answering: seen within about 50 ms),
+/// target ended without answering: seen within 1 to 50 ms),
 /// actor_system_down.
 reply_in await_reply(std::uint64_t request_id, wait_limit limit,
                      actor_ref target);
@@ -103,6 +105,15 @@ using async_callback
 void register_async(std::uint64_t request_id, wait_limit limit,
                     async_callback cb, actor_ref target = {});
 
+/// An actor class whose state a warm restart keeps: `warm_state()` returns
+/// a reference to it (msgpack-packable, or trivially copyable: then its
+/// bytes are copied as they are).
+template <class A>
+concept has_warm_state = requires(A& a) {
+  { a.warm_state() } -> std::same_as<decltype(a.warm_state())>;
+  requires std::is_lvalue_reference_v<decltype(a.warm_state())>;
+};
+
 /// The actor that runs in a process: made by its entry point.
 class actor_impl {
 public:
@@ -114,6 +125,21 @@ public:
   virtual void on_start() {
   }
   virtual void on_stop() {
+  }
+  /// Warm restart: the state's type tag (0: no warm state).
+  [[nodiscard]] virtual type_tag_t state_type() const {
+    return 0;
+  }
+  /// Encodes the state into `out`; returns the bytes used. Throws
+  /// state_too_large.
+  virtual std::size_t save_state(std::span<std::byte> out) {
+    (void)out;
+    return 0;
+  }
+  /// Replaces the state with the one encoded in `in` (nothing changes if it
+  /// does not decode: decode_error).
+  virtual void load_state(std::span<const std::byte> in) {
+    (void)in;
   }
 };
 
@@ -134,8 +160,61 @@ public:
     if constexpr (requires(A & a) { a.on_stop(); })
       a_.on_stop();
   }
+  [[nodiscard]] type_tag_t state_type() const override {
+    if constexpr (has_warm_state<A>)
+      return type_tag<state_t>();
+    else
+      return 0;
+  }
+  std::size_t save_state(std::span<std::byte> out) override {
+    if constexpr (has_warm_state<A>) {
+      const auto& v = a_.warm_state();
+      if constexpr (std::is_trivially_copyable_v<state_t>) {
+        if (sizeof(state_t) > out.size())
+          throw state_too_large(sizeof(state_t), out.size());
+        std::memcpy(out.data(), &v, sizeof(state_t));
+        return sizeof(state_t);
+      } else {
+        auto n = packed_size(v);
+        if (n > out.size())
+          throw state_too_large(n, out.size());
+        pack_into(v, out.first(n));
+        return n;
+      }
+    } else {
+      (void)out;
+      return 0;
+    }
+  }
+  void load_state(std::span<const std::byte> in) override {
+    if constexpr (has_warm_state<A>) {
+      if constexpr (std::is_trivially_copyable_v<state_t>) {
+        if (in.size() != sizeof(state_t))
+          throw decode_error(decode_errc::type_mismatch,
+                             "a committed state of " + std::to_string(in.size())
+                               + " bytes for a type of "
+                               + std::to_string(sizeof(state_t)));
+        std::memcpy(&a_.warm_state(), in.data(), sizeof(state_t));
+      } else {
+        auto v = decode_payload<state_t>(in);
+        a_.warm_state() = std::move(v);
+      }
+    } else {
+      (void)in;
+    }
+  }
 
 private:
+  template <class B>
+  struct state_of {
+    using type = void;
+  };
+  template <class B>
+    requires has_warm_state<B>
+  struct state_of<B> {
+    using type = std::remove_cvref_t<decltype(std::declval<B&>().warm_state())>;
+  };
+  using state_t = typename state_of<A>::type;
   A a_;
 };
 
@@ -206,6 +285,10 @@ actor_ref spawn_class(const spawn_options& opts, Args&&... args) {
       { a.behavior() } -> std::convertible_to<pactor::behavior>;
     },
     "pactor::spawn<A>: A needs a member `pactor::behavior behavior()`");
+  if (opts.restart == restart_mode::warm && !has_warm_state<A>)
+    throw std::invalid_argument(
+      "pactor::spawn: restart_mode::warm needs an actor class with a "
+      "`warm_state()` member returning a reference to its state");
   packed_target t;
   t.trampoline = make_function_ref(
     reinterpret_cast<erased_fn>(&invoke_actor_class<A, std::decay_t<Args>...>));
@@ -220,6 +303,10 @@ actor_ref spawn_fn(const spawn_options& opts, pactor::behavior (*fn)(P...),
   static_assert(sizeof...(P) == sizeof...(Args),
                 "pactor::spawn(fn, args...): fn takes a different number of "
                 "arguments");
+  if (opts.restart == restart_mode::warm)
+    throw std::invalid_argument(
+      "pactor::spawn: restart_mode::warm needs an actor class with a "
+      "`warm_state()` member; a function actor has no state to keep");
   packed_target t;
   t.trampoline = make_function_ref(
     reinterpret_cast<erased_fn>(&invoke_actor_fn<std::decay_t<P>...>));

@@ -134,9 +134,34 @@ public:
   /// empty. Throws unacknowledged if the previous record was not acked.
   ring_status peek(fn_ref<void(std::span<const std::byte>, std::uint32_t)> read,
                    wait_limit limit);
-  /// Mailbox: consumes the record the last peek handed out. Throws
-  /// std::logic_error if there is none.
+  /// Mailbox: consumes the record the last peek handed out, and the held
+  /// ones before it. Throws std::logic_error if there is none.
   void ack();
+  /// Mailbox: keeps the record the last peek handed out (and those held
+  /// before it) until the next ack(); the next peek reads past it. A
+  /// consumer that dies holding records leaves them all for the next, each
+  /// counted as a redelivery. A large record (side block) cannot be held
+  /// (std::logic_error): ack it.
+  void hold();
+  /// Mailbox: whether the record the last peek handed out is a large one
+  /// (a side block), which must be acked rather than held.
+  [[nodiscard]] bool peeked_large() const noexcept {
+    return peeked_ && peeked_side_;
+  }
+  /// Mailbox: the head word ack() would store now (the actors' state stash
+  /// records it with the state).
+  [[nodiscard]] std::uint64_t ack_word() const noexcept;
+  /// Mailbox: acknowledges every record before head word `word` (one that
+  /// ack_word() gave an earlier consumer) if it is ahead of the head and not
+  /// past the tail; returns whether it moved. Only with nothing peeked or
+  /// held.
+  bool ack_to(std::uint64_t word);
+  /// Mailbox: the number of the record the last peek handed out (how many
+  /// records were acknowledged before it), the same for every delivery of
+  /// it: its identity in the mailbox's stream.
+  [[nodiscard]] std::uint64_t peeked_number() const noexcept {
+    return peeked_number_;
+  }
 
   /// Returns the number of records (exact at the instant it is read).
   [[nodiscard]] std::size_t size() const noexcept;
@@ -223,6 +248,8 @@ private:
                  fn_ref<void(std::span<const std::byte>)> read);
   void dequeue_side(std::span<const std::byte> ref) noexcept;
   void claim_consumer();
+  std::uint64_t number_of(std::uint64_t seq) const noexcept;
+  void store_head(std::uint64_t word) noexcept;
 
   std::shared_ptr<segment> seg_;
   std::shared_ptr<ring_sockets> socks_;
@@ -239,6 +266,9 @@ private:
   pid_t consumer_pid_ = 0;        // mailbox: this process holds the claim
   bool peeked_side_ = false;
   std::uint64_t peeked_side_id_ = 0;
+  std::uint64_t peeked_number_ = 0;
+  std::uint64_t read_ = 0; // mailbox: where the next peek reads when held_
+  bool held_ = false;      // mailbox: records held (handled, not acked)
 };
 
 } // namespace pactor::detail
