@@ -370,6 +370,27 @@ private:
   long n_ = 0;
 };
 
+// The same, its count kept by warm restart: committed with every message
+// (or every commit_every messages).
+class warm_counting_actor {
+public:
+  struct state {
+    long n = 0;
+  };
+  state& warm_state() {
+    return st_;
+  }
+  pactor::behavior behavior() {
+    return pactor::behavior{
+      [this](const count_msg&) { ++st_.n; },
+      [this](const how_many&) { return st_.n; },
+    };
+  }
+
+private:
+  state st_;
+};
+
 pactor::behavior echo_actor() {
   return pactor::behavior{[](const int& i) { return i; }};
 }
@@ -380,10 +401,17 @@ pactor::actor_system& actor_sys() {
   return sys;
 }
 
-double actor_1p1c_msgs_per_s(bool quick) {
+// commit_every 0: a cold actor; else warm, committing that often.
+double actor_1p1c_msgs_per_s(bool quick, std::uint32_t commit_every = 0) {
   auto& sys = actor_sys();
   const long n = quick ? 20000 : 3000000;
-  auto a = sys.spawn<counting_actor>();
+  pactor::spawn_options opts;
+  if (commit_every > 0) {
+    opts.restart = pactor::restart_mode::warm;
+    opts.commit_every = commit_every;
+  }
+  auto a = commit_every > 0 ? sys.spawn_with<warm_counting_actor>(opts)
+                            : sys.spawn<counting_actor>();
   (void)sys.request<long>(a, how_many{}, std::chrono::seconds(10)); // ready
   count_msg m{std::string(62, 'x')}; // 64 bytes encoded (fixarray, str8)
   auto t0 = clock_type::now();
@@ -530,7 +558,12 @@ std::vector<bench_case> all_cases() {
      [](bool quick) { return pipe_pingpong_us(quick).first; }},
     {"pipe_pingpong_rtt_us_p99", "us",
      [](bool quick) { return pipe_pingpong_us(quick).second; }},
-    {"actor_1p1c_64B_msgs_per_s", "msgs/s", actor_1p1c_msgs_per_s},
+    {"actor_1p1c_64B_msgs_per_s", "msgs/s",
+     [](bool quick) { return actor_1p1c_msgs_per_s(quick); }},
+    {"actor_1p1c_64B_msgs_per_s_warm", "msgs/s",
+     [](bool quick) { return actor_1p1c_msgs_per_s(quick, 1); }},
+    {"actor_1p1c_64B_msgs_per_s_warm_batch64", "msgs/s",
+     [](bool quick) { return actor_1p1c_msgs_per_s(quick, 64); }},
     {"actor_pingpong_rtt_us_p50", "us",
      [](bool quick) { return actor_pingpong_us(quick).first; }},
     {"actor_pingpong_rtt_us_p99", "us",

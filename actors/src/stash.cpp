@@ -66,8 +66,7 @@ stash stash::attach(int fd) {
   const auto size = static_cast<std::size_t>(st.st_size);
   if (size < stash_header_bytes)
     throw std::invalid_argument("pactor: not a state stash (too small)");
-  void* p
-    = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED)
     throw_errno("mmap of an actor's state stash");
   auto* h = static_cast<stash_header*>(p);
@@ -134,8 +133,7 @@ std::span<std::byte> stash::spare() noexcept {
   return {slot_data(h_, slot), static_cast<std::size_t>(h_->slot_bytes)};
 }
 
-void stash::publish(std::size_t size, type_tag_t type,
-                    std::uint64_t ack_word) {
+void stash::publish(std::size_t size, type_tag_t type, std::uint64_t ack_word) {
   auto c = h_->commit.load(std::memory_order_relaxed);
   auto slot = c == 0 ? 0 : (c & 1) ^ 1;
   auto generation = (c >> 1) + 1;

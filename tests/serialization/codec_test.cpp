@@ -141,7 +141,8 @@ BOOST_AUTO_TEST_CASE(the_envelope_carries_its_metadata) {
 }
 
 BOOST_AUTO_TEST_CASE(an_envelope_with_an_origin_has_the_longer_header) {
-  pactor::envelope meta{.sender = 7, .origin = 1234567890123, .origin_index = 4};
+  pactor::envelope meta{
+    .sender = 7, .origin = 1234567890123, .origin_index = 4};
   auto bytes = pactor::encode(add{5}, meta);
   BOOST_CHECK_EQUAL(std::to_integer<int>(bytes[3]),
                     static_cast<int>(pactor::envelope_origin_header_size));

@@ -11,11 +11,11 @@
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <csignal>
-#include <map>
 #include <cstdint>
+#include <map>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -85,10 +85,10 @@ pactor::actor_system_options patient() {
 struct deaths {
   int killed = 0;      // by the test (actor_system::kill)
   int crash_point = 0; // the actor's own SIGKILL at an armed crash point
-  int peer_gone = 0; // ended by actor_exited (it sent to a dead actor)
+  int peer_gone = 0;   // ended by actor_exited (it sent to a dead actor)
   int other = 0;
-  int armed = -1;                // the crash point armed in the running one
-  std::map<int, int> per_point;  // crash-point deaths by point
+  int armed = -1;               // the crash point armed in the running one
+  std::map<int, int> per_point; // crash-point deaths by point
   [[nodiscard]] int total() const {
     return killed + crash_point + peer_gone + other;
   }
@@ -292,9 +292,9 @@ pactor::behavior fn_actor() {
 }
 
 const int crash_points[] = {
-  pactor::detail::crash_peek_delivered, // handled, nothing committed
-  141,                                  // state written, not published
-  142,                                  // published, mailbox not acked
+  pactor::detail::crash_peek_delivered,   // handled, nothing committed
+  141,                                    // state written, not published
+  142,                                    // published, mailbox not acked
   pactor::detail::crash_ack_after_commit, // acked
 };
 
@@ -351,17 +351,15 @@ BOOST_DATA_TEST_CASE(
     with_revival(sys, refs, d, [&] { sys.send(c, incr{}); });
     ++sent;
     if (sent < increments / 2 && sent % 64 == 0) // find the death soon
-      with_revival(sys, refs, d, [&] {
-        return sys.request<std::uint64_t>(c, total{}, 10s);
-      });
+      with_revival(sys, refs, d,
+                   [&] { return sys.request<std::uint64_t>(c, total{}, 10s); });
     if (sent > increments / 2 && d.killed < random_kills && rng() % 50 == 0)
       kill_and_revive(sys, c, d);
   }
   while (d.killed < random_kills) // the rest of the random kills
     kill_and_revive(sys, c, d);
-  auto count = with_revival(sys, refs, d, [&] {
-    return sys.request<std::uint64_t>(c, total{}, 10s);
-  });
+  auto count = with_revival(
+    sys, refs, d, [&] { return sys.request<std::uint64_t>(c, total{}, 10s); });
   BOOST_TEST_MESSAGE("commit_every " << commit_every << ": " << d.killed
                                      << " kills, " << d.crash_point
                                      << " crash-point deaths of " << arms
@@ -420,8 +418,7 @@ BOOST_AUTO_TEST_CASE(
   sink_report r;
   for (;;) {
     r = report();
-    if (r.taken >= items
-        || std::chrono::steady_clock::now() > deadline + 20s)
+    if (r.taken >= items || std::chrono::steady_clock::now() > deadline + 20s)
       break;
     revive(sys, refs, d);
   }
@@ -462,8 +459,9 @@ BOOST_AUTO_TEST_CASE(
   BOOST_CHECK_EQUAL(sys.request<int>(c, total{}, 5s), 2);
 }
 
-BOOST_AUTO_TEST_CASE(with_bad_state_fail_a_state_that_does_not_decode_ends_the_incarnation,
-                     *boost::unit_test::timeout(60)) {
+BOOST_AUTO_TEST_CASE(
+  with_bad_state_fail_a_state_that_does_not_decode_ends_the_incarnation,
+  *boost::unit_test::timeout(60)) {
   pactor::actor_system sys;
   auto opts = warm_opts();
   opts.on_bad_state = pactor::bad_state::fail;
@@ -477,9 +475,8 @@ BOOST_AUTO_TEST_CASE(with_bad_state_fail_a_state_that_does_not_decode_ends_the_i
   BOOST_REQUIRE(why);
   BOOST_CHECK(why->kind == pactor::exit_kind::exception);
   BOOST_CHECK_EQUAL(why->type, "pactor::stash_error");
-  BOOST_CHECK_MESSAGE(why->message.find("13 does not load")
-                        != std::string::npos,
-                      why->message);
+  BOOST_CHECK_MESSAGE(
+    why->message.find("13 does not load") != std::string::npos, why->message);
 }
 
 BOOST_AUTO_TEST_CASE(

@@ -24,8 +24,8 @@ struct message_origin {
   actor_ref from;
   std::uint64_t message = 0;
   std::uint32_t index = 0;
-  friend bool operator==(const message_origin&,
-                         const message_origin&) = default;
+  friend bool operator==(const message_origin&, const message_origin&)
+    = default;
   MSGPACK_DEFINE(from, message, index)
 };
 

@@ -54,10 +54,9 @@ private:
 class state_too_large : public std::length_error {
 public:
   state_too_large(std::size_t size, std::size_t limit)
-      : std::length_error("pactor::state_too_large: the state encodes to "
-                          + std::to_string(size)
-                          + " bytes, spawn_options::state_bytes is "
-                          + std::to_string(limit)) {
+      : std::length_error(
+        "pactor::state_too_large: the state encodes to " + std::to_string(size)
+        + " bytes, spawn_options::state_bytes is " + std::to_string(limit)) {
   }
 };
 

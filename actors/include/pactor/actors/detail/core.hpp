@@ -13,8 +13,8 @@
 #include <pactor/serialization/codec.hpp>
 #include <pactor/serialization/envelope.hpp>
 
-#include <cstddef>
 #include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -210,7 +210,7 @@ private:
     using type = void;
   };
   template <class B>
-    requires has_warm_state<B>
+  requires has_warm_state<B>
   struct state_of<B> {
     using type = std::remove_cvref_t<decltype(std::declval<B&>().warm_state())>;
   };
