@@ -170,11 +170,13 @@ void handle_record(std::span<const std::byte> bytes, std::uint32_t delivery) {
 
 // Runs the callbacks of asynchronous requests whose reply came (in the
 // stash of a blocking request, or in the replies ring) or whose time is up.
-void process_async() {
+// Returns whether one ran.
+bool process_async() {
   auto& s = st();
   auto& c = ctx();
   if (s.asyncs.empty())
-    return;
+    return false;
+  bool ran = false;
   auto finish
     = [&](std::uint64_t id, const reply_in* rep, std::exception_ptr err) {
         auto it = s.asyncs.find(id);
@@ -183,6 +185,7 @@ void process_async() {
         auto cb = std::move(it->second.cb);
         s.asyncs.erase(it);
         c.async_ids.erase(id);
+        ran = true;
         cb(rep, std::move(err));
       };
   auto deliver_one = [&](std::uint64_t id, bool error, type_tag_t type,
@@ -241,6 +244,7 @@ void process_async() {
     finish(id, nullptr, std::make_exception_ptr(timeout_error()));
   for (auto& [id, err] : ended)
     finish(id, nullptr, err);
+  return ran;
 }
 
 void fire_timers() {
@@ -291,18 +295,20 @@ void register_async(std::uint64_t request_id, wait_limit limit,
 }
 
 // After `idle` without a message: the idle handler, or a normal stop.
-void check_idle(steady::time_point& last) {
+// Returns whether the handler ran.
+bool check_idle(steady::time_point& last) {
   auto& s = st();
   if (s.idle.count() <= 0 || steady::now() < last + s.idle)
-    return;
+    return false;
   last = steady::now();
   if (s.beh.handles(type_tag<this_actor::idle>())) {
     std::vector<std::byte> empty;
     pack_payload(empty, this_actor::idle{});
     s.beh.invoke(type_tag<this_actor::idle>(), empty, nullptr);
-  } else {
-    s.stop = true; // idle with no handler: a normal stop
+    return true;
   }
+  s.stop = true; // idle with no handler: a normal stop
+  return false;
 }
 
 // The exit reason for the exception being handled ("exception", its type,
@@ -349,13 +355,16 @@ void restore_state(actor_impl& impl) {
 }
 
 // Warm restart: publishes the state with the mailbox position after the
-// messages handled so far, then acknowledges them (stash.hpp).
+// messages handled so far, then acknowledges them (stash.hpp). With none
+// handled (a change made outside a message: on_start, an idle handler, a
+// reply's callback) the position is the head's.
 void commit_state(actor_impl& impl) {
   auto& c = ctx();
   auto slot = c.state_stash->spare();
   auto size = impl.save_state(slot);
   c.state_stash->publish(size, impl.state_type(), c.mailbox->ack_word());
-  c.mailbox->ack();
+  if (c.mailbox->holding())
+    c.mailbox->ack();
 }
 
 int run_actor(const std::function<std::unique_ptr<actor_impl>()>& make) {
@@ -371,6 +380,8 @@ int run_actor(const std::function<std::unique_ptr<actor_impl>()>& make) {
       restore_state(*impl);
     s.beh = impl->make_behavior();
     impl->on_start();
+    if (warm) // what on_start changed
+      commit_state(*impl);
   } catch (...) {
     report_exit(exception_reason("while starting: "));
     return 1;
@@ -386,7 +397,10 @@ int run_actor(const std::function<std::unique_ptr<actor_impl>()>& make) {
   try {
     while (!s.stop) {
       fire_timers();
-      process_async();
+      if (process_async() && warm) {
+        commit_state(*impl); // what the callbacks changed
+        held = 0;
+      }
       auto st_ = c.mailbox->peek(handler, wait_limit::none());
       if (st_ == ring_status::timeout && held > 0) {
         commit_state(*impl); // the mailbox is empty: end the batch
@@ -413,12 +427,14 @@ int run_actor(const std::function<std::unique_ptr<actor_impl>()>& make) {
           waitable both[2]
             = {waitable::of_ring(*c.mailbox), waitable::of_ring(*c.replies)};
           (void)pactor::wait(std::span<const waitable>(both, 2), limit);
-          check_idle(last);
+          if (check_idle(last) && warm)
+            commit_state(*impl); // what the idle handler changed
           continue;
         }
         st_ = c.mailbox->peek(handler, limit);
         if (st_ == ring_status::timeout) {
-          check_idle(last);
+          if (check_idle(last) && warm)
+            commit_state(*impl); // what the idle handler changed
           continue;
         }
       }
@@ -454,6 +470,12 @@ int run_actor(const std::function<std::unique_ptr<actor_impl>()>& make) {
   }
   report_exit(s.reason);
   return 0;
+}
+
+void exit_actor(const exit_reason& why) {
+  auto& s = running();
+  s.stop = true;
+  s.reason = why;
 }
 
 } // namespace detail

@@ -15,10 +15,13 @@
 #include <memory>
 #include <poll.h>
 #include <random>
+#include <sched.h>
 #include <stdexcept>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <system_error>
 #include <typeinfo>
+#include <unistd.h>
 
 namespace pactor::detail {
 
@@ -38,14 +41,18 @@ std::string current_exception_type() {
 }
 
 rpc_reply call_node(const rpc_request& req, std::vector<unique_fd>* fds) {
-  static std::mutex rpc_mu; // one request at a time on the socket
-  std::lock_guard lock(rpc_mu);
+  static node_connection shared; // one request at a time on the socket
   auto& c = ctx();
   if (c.node_sock < 0)
     throw std::logic_error("pactor: no actor system in this process");
-  static std::uint64_t next_seq = 0;
+  return call_node_on(shared, c.node_sock, req, fds);
+}
+
+rpc_reply call_node_on(node_connection& conn, int sock, const rpc_request& req,
+                       std::vector<unique_fd>* fds) {
+  std::lock_guard lock(conn.mu);
   auto tagged = req;
-  tagged.seq = ++next_seq;
+  tagged.seq = ++conn.next_seq;
   std::vector<std::byte> out;
   pack_payload(out, tagged);
   if (out.size() > max_rpc_bytes)
@@ -54,23 +61,24 @@ rpc_reply call_node(const rpc_request& req, std::vector<unique_fd>* fds) {
                             + " bytes (spawn arguments too large?); the "
                               "limit is "
                             + std::to_string(max_rpc_bytes));
-  int err = send_with_fds(c.node_sock, out, {});
+  int err = send_with_fds(sock, out, {});
   if (err != 0)
     throw actor_system_down("the node process is gone (send: "
                             + std::system_category().message(err) + ")");
-  // The node answers at once; a minute of silence means it is wedged.
-  // Replies to earlier requests that timed out are skipped by seq.
+  // The node answers at once (await_end within 30 s); a minute of silence
+  // means it is wedged. Replies to earlier requests that timed out are
+  // skipped by seq.
   auto deadline = steady::now() + std::chrono::seconds(60);
   std::vector<std::byte> buf;
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                   deadline - steady::now())
                   .count();
-    if (left <= 0 || !poll_in(c.node_sock, left))
+    if (left <= 0 || !poll_in(sock, left))
       throw actor_system_down("the node process does not answer");
     std::vector<unique_fd> got;
     buf.assign(max_rpc_bytes, std::byte{0});
-    auto n = recv_with_fds(c.node_sock, buf, got);
+    auto n = recv_with_fds(sock, buf, got);
     if (n == 0 || (n < 0 && n != -EMSGSIZE && n != -EAGAIN))
       throw actor_system_down("the node process is gone");
     if (n < 0)
@@ -303,25 +311,67 @@ reply_in await_reply(std::uint64_t request_id, wait_limit limit,
   }
 }
 
-actor_ref spawn_packed(const packed_target& t, const spawn_options& opts) {
+spawn_wire to_wire(const spawn_options& opts) {
+  auto bad = [](const std::string& field, const std::string& why) {
+    return std::invalid_argument("pactor::spawn: spawn_options::" + field + " "
+                                 + why);
+  };
+  if (opts.mailbox_bytes < 4096 || opts.mailbox_bytes > (std::size_t{1} << 30))
+    throw bad("mailbox_bytes", "must be between 4 KiB and 1 GiB");
   if (opts.restart == restart_mode::warm) {
     if (opts.commit_every == 0)
-      throw std::invalid_argument(
-        "pactor::spawn: spawn_options::commit_every must be at least 1");
+      throw bad("commit_every", "must be at least 1");
     if (opts.state_bytes < 64 || opts.state_bytes > (std::size_t{1} << 30))
-      throw std::invalid_argument("pactor::spawn: spawn_options::state_bytes "
-                                  "must be between 64 bytes and 1 GiB");
+      throw bad("state_bytes", "must be between 64 bytes and 1 GiB");
   }
-  spawn_wire w{opts.name,
-               opts.mailbox_bytes,
-               opts.mailbox_messages,
-               opts.on_full,
-               static_cast<std::int64_t>(opts.send_timeout.count()),
-               static_cast<std::int64_t>(opts.spin.count()),
-               opts.restart,
-               opts.state_bytes,
-               opts.commit_every,
-               opts.on_bad_state};
+  for (const auto& l : opts.limits) {
+    if (l.resource < 0 || l.resource >= RLIMIT_NLIMITS)
+      throw bad("limits", "names resource " + std::to_string(l.resource)
+                            + ", which is not an RLIMIT_* resource");
+    if (l.soft > l.hard)
+      throw bad("limits", "has a soft limit above its hard limit (resource "
+                            + std::to_string(l.resource) + ")");
+  }
+  const auto cpus = static_cast<int>(::sysconf(_SC_NPROCESSORS_CONF));
+  for (int cpu : opts.cpus)
+    if (cpu < 0 || cpu >= std::min(cpus, CPU_SETSIZE))
+      throw bad("cpus", "names CPU " + std::to_string(cpu)
+                          + "; this machine has " + std::to_string(cpus));
+  return {opts.name,
+          opts.mailbox_bytes,
+          opts.mailbox_messages,
+          opts.on_full,
+          static_cast<std::int64_t>(opts.send_timeout.count()),
+          static_cast<std::int64_t>(opts.spin.count()),
+          opts.restart,
+          opts.state_bytes,
+          opts.commit_every,
+          opts.on_bad_state,
+          opts.keep_mailbox_open,
+          opts.limits,
+          opts.cpus};
+}
+
+spawn_options from_wire(const spawn_wire& w) {
+  spawn_options o;
+  o.name = w.name;
+  o.mailbox_bytes = w.mailbox_bytes;
+  o.mailbox_messages = w.mailbox_messages;
+  o.on_full = w.on_full;
+  o.send_timeout = std::chrono::milliseconds(w.send_timeout_ms);
+  o.spin = std::chrono::nanoseconds(w.spin_ns);
+  o.restart = w.restart;
+  o.state_bytes = w.state_bytes;
+  o.commit_every = w.commit_every;
+  o.on_bad_state = w.on_bad_state;
+  o.keep_mailbox_open = w.keep_mailbox_open;
+  o.limits = w.limits;
+  o.cpus = w.cpus;
+  return o;
+}
+
+actor_ref spawn_packed(const packed_target& t, const spawn_options& opts) {
+  auto w = to_wire(opts);
   rpc_request req{rpc_op::spawn, 0, 0, opts.name, {}};
   pack_payload(req.blob, std::make_tuple(t, w));
   auto r = call_node(req);

@@ -62,6 +62,16 @@ process_context& ctx();
 rpc_reply call_node(const rpc_request& req,
                     std::vector<unique_fd>* fds = nullptr);
 
+/// A connection to the node: this process's own (call_node), or one of an
+/// endpoint (an embedded supervisor), so that its waits (await_end) do not
+/// hold up the program's requests.
+struct node_connection {
+  std::mutex mu;
+  std::uint64_t next_seq = 0;
+};
+rpc_reply call_node_on(node_connection& conn, int sock, const rpc_request& req,
+                       std::vector<unique_fd>* fds = nullptr);
+
 /// Throws std::runtime_error with the node's error text if !r.ok.
 void check_reply(const rpc_reply& r, const char* what);
 
@@ -77,6 +87,9 @@ ring_status put_envelope(ring& r, const envelope& e, std::size_t size,
 /// The node's main loop (in the node process).
 int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
               std::uint32_t max_deliveries, std::int64_t spin_ns);
+
+/// Ends the running actor after the message being handled, with `why`.
+void exit_actor(const exit_reason& why);
 
 /// Demangled name of the exception being handled.
 std::string current_exception_type();

@@ -77,6 +77,21 @@ struct actor_rec {
   unique_fd stash;
   std::uint32_t commit_every = 1;
   bad_state on_bad_state = bad_state::cold_start;
+  bool keep_open = false; // the mailbox stays open across deaths
+  std::vector<resource_limit> limits;
+  std::vector<int> cpus;
+  std::int64_t stop_timeout_ms = -1; // this stop's own timeout (-1: none)
+  // An endpoint: a mailbox and a connection of a process that is not an
+  // actor (an embedded supervisor), like the root's.
+  bool endpoint = false;
+};
+
+// A caller of await_end, answered when the actor ends or at `deadline`.
+struct end_waiter {
+  std::uint64_t id;
+  int sock;
+  std::uint64_t seq;
+  steady::time_point deadline;
 };
 
 struct node_state {
@@ -94,7 +109,18 @@ struct node_state {
   int sigfd = -1; // SIGINT, SIGTERM (and SIGCHLD) arrive here
   std::function<void(actor_rec&)> on_start; // watch its fds
   int epoll_fd = -1;
+  std::vector<end_waiter> waiters;
+  bool defer_reply = false; // set by handle(): the reply comes later
+  unique_fd endpoint_fd;    // open_endpoint: the end the reply carries
+  std::function<void(actor_rec&)> watch_endpoint; // its connection
 };
+
+int current_sock = -1; // the connection of the request being handled
+
+void watch_endpoint(node_state& n, actor_rec& rec) {
+  if (n.watch_endpoint)
+    n.watch_endpoint(rec);
+}
 
 // Takes `fd` out of the node's epoll set before it is closed: a closed fd
 // stays registered while a copy of it lives (in a child forked meanwhile,
@@ -167,6 +193,40 @@ void node_deliver(node_state& n, actor_rec& to, const T& msg,
   }
 }
 
+// Sets the actor's resource limits and CPUs in its own process; a failure
+// is its exit reason (exception "pactor::resource_limit").
+void apply_limits(const actor_rec& a) {
+  auto fail = [&](const std::string& what) {
+    int err = errno;
+    exit_reason r;
+    r.kind = exit_kind::exception;
+    r.type = "pactor::resource_limit";
+    r.message = what + ": " + std::strerror(err);
+    rpc_request q{rpc_op::exiting, a.id, 0, {}, {}};
+    pack_payload(q.blob, r);
+    try {
+      call_node(q);
+    } catch (...) {
+    }
+    std::fprintf(stderr, "pactor: actor %s could not start: %s\n",
+                 actor_ref(a.id).to_string().c_str(), r.message.c_str());
+    child_exit(125);
+  };
+  for (const auto& l : a.limits) {
+    rlimit rl{static_cast<rlim_t>(l.soft), static_cast<rlim_t>(l.hard)};
+    if (::setrlimit(l.resource, &rl) != 0)
+      fail("setrlimit of resource " + std::to_string(l.resource));
+  }
+  if (!a.cpus.empty()) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int cpu : a.cpus)
+      CPU_SET(cpu, &set);
+    if (::sched_setaffinity(0, sizeof set, &set) != 0)
+      fail("sched_setaffinity");
+  }
+}
+
 [[noreturn]] void run_child(node_state& n, actor_rec& a, int actor_end,
                             const packed_target& t) {
   ctx().max_deliveries = n.max_deliveries;
@@ -202,6 +262,7 @@ void node_deliver(node_state& n, actor_rec& to, const T& msg,
       c.state_stash.emplace(stash::attach(a.stash.get()));
     c.commit_every = a.commit_every;
     c.on_bad_state = a.on_bad_state;
+    apply_limits(a);
     auto tramp
       = reinterpret_cast<trampoline_fn>(resolve_function_ref(t.trampoline));
     auto fn = resolve_function_ref(t.function);
@@ -249,7 +310,9 @@ rpc_reply start_incarnation(node_state& n, actor_rec& rec) {
   rec.kill_at.reset();
   if (n.on_start)
     n.on_start(rec);
-  return {true, rec.id, static_cast<std::uint64_t>(pid), {}, {}};
+  rpc_reply r{true, rec.id, static_cast<std::uint64_t>(pid), {}, {}};
+  pack_payload(r.blob, rec.incarnation);
+  return r;
 }
 
 rpc_reply spawn_actor(node_state& n, const rpc_request& req) {
@@ -278,6 +341,9 @@ rpc_reply spawn_actor(node_state& n, const rpc_request& req) {
     fresh.commit_every = opts.commit_every;
     fresh.on_bad_state = opts.on_bad_state;
   }
+  fresh.keep_open = opts.keep_mailbox_open;
+  fresh.limits = opts.limits;
+  fresh.cpus = opts.cpus;
   pack_payload(fresh.target, target);
   // Into the table only once its rings exist (a throw above leaves nothing).
   auto id = n.next_id++;
@@ -306,6 +372,27 @@ rpc_reply restart_actor(node_state& n, actor_rec& rec) {
   return start_incarnation(n, rec);
 }
 
+// Answers the await_end callers of `id` (all if id is 0) whose actor has
+// ended, or whose deadline has passed (then "still running").
+void answer_waiters(node_state& n, std::uint64_t id, bool ended,
+                    const exit_reason* why) {
+  auto now = steady::now();
+  for (auto it = n.waiters.begin(); it != n.waiters.end();) {
+    bool mine = it->id == id && ended;
+    bool late = it->deadline <= now;
+    if (!mine && !late) {
+      ++it;
+      continue;
+    }
+    rpc_reply r{mine, mine ? 1U : 0U, 0, mine ? "" : "still running", {}};
+    if (mine && why != nullptr)
+      pack_payload(r.blob, *why);
+    r.seq = it->seq;
+    reply(it->sock, r);
+    it = n.waiters.erase(it);
+  }
+}
+
 void close_mailbox(actor_rec& a) {
   try {
     ring::attach(a.mailbox.raw()).close();
@@ -317,7 +404,7 @@ void deliver_down(node_state& n, std::uint64_t watcher, const actor_rec& dead) {
   auto it = n.actors.find(watcher);
   if (it == n.actors.end())
     return;
-  if (!it->second.alive && watcher != root_id)
+  if (!it->second.alive && watcher != root_id && !it->second.endpoint)
     return;
   node_deliver(n, it->second, down{actor_ref(dead.id), dead.last});
 }
@@ -343,9 +430,15 @@ void on_death(node_state& n, actor_rec& a, int status) {
   a.kill_at.reset();
   unwatch(n, a.pidfd);
   unwatch(n, a.ctl);
+  std::erase_if(n.waiters, [&](const end_waiter& w) {
+    return a.ctl && w.sock == a.ctl.get(); // its own waits end with it
+  });
   a.pidfd.reset();
   a.ctl.reset();
-  close_mailbox(a);
+  a.stop_timeout_ms = -1;
+  if (!a.keep_open)
+    close_mailbox(a);
+  answer_waiters(n, a.id, true, &a.last);
   for (auto it = n.names.begin(); it != n.names.end();)
     it = it->second == a.id ? n.names.erase(it) : std::next(it);
   // Its own monitors of others end with it (a restart starts afresh).
@@ -414,7 +507,7 @@ rpc_reply handle(node_state& n, std::uint64_t from, const rpc_request& q,
       fds_out.push_back(f.get());
     for (const auto& f : a->replies.fds)
       fds_out.push_back(f.get());
-    bool alive = a->alive || a->id == root_id;
+    bool alive = a->alive || a->id == root_id || a->endpoint;
     rpc_reply r{true,
                 a->id,
                 alive ? 1U : 0U,
@@ -499,12 +592,96 @@ rpc_reply handle(node_state& n, std::uint64_t from, const rpc_request& q,
       a->reported = decode_payload<exit_reason>(q.blob);
     return {};
   case rpc_op::stop: {
+    // b: 0 the system's shutdown timeout, else 1 + ms, or ~0: no kill.
     auto* a = find(q.a);
     if (a != nullptr && a->alive) {
       node_deliver(n, *a, sys_shutdown{}, flag_system);
-      a->kill_at = steady::now() + n.shutdown_timeout;
+      if (q.b == ~std::uint64_t{0})
+        a->kill_at.reset();
+      else
+        a->kill_at = steady::now()
+                     + (q.b == 0 ? n.shutdown_timeout
+                                 : std::chrono::milliseconds(q.b - 1));
     }
     return {};
+  }
+  case rpc_op::await_end: {
+    // a: id, b: ms to wait. Answered when it has ended (a = 1, blob = its
+    // reason) or after b ms (ok = false).
+    auto* a = find(q.a);
+    if (a == nullptr)
+      return {false, 0, 0, "no such actor", {}};
+    if (!a->alive || a->endpoint || a->id == root_id) {
+      rpc_reply r{true, 1, 0, {}, {}};
+      pack_payload(r.blob, a->last);
+      return r;
+    }
+    n.waiters.push_back(
+      {q.a, current_sock, q.seq,
+       steady::now()
+         + std::chrono::milliseconds(std::min<std::uint64_t>(q.b, 30000))});
+    n.defer_reply = true;
+    return {};
+  }
+  case rpc_op::set_mailbox_open: {
+    // a: id, b: 1 keep the mailbox open across deaths (and open it), 0 close
+    // it now if the actor is not running.
+    auto* a = find(q.a);
+    if (a == nullptr || a->id == root_id || a->endpoint)
+      return {false, 0, 0, "no such actor", {}};
+    a->keep_open = q.b != 0;
+    try {
+      if (q.b != 0)
+        ring::attach(a->mailbox.raw()).reopen();
+      else if (!a->alive)
+        ring::attach(a->mailbox.raw()).close();
+    } catch (const std::exception& e) {
+      return {false, 0, 0, e.what(), {}};
+    }
+    return {};
+  }
+  case rpc_op::forget: {
+    // a: id of an actor that has ended (or an endpoint): closes its mailbox
+    // and drops it (its fds, its record). Its ref is unknown from then on.
+    auto* a = find(q.a);
+    if (a == nullptr || a->id == root_id)
+      return {false, 0, 0, "no such actor", {}};
+    if (a->alive && !a->endpoint)
+      return {false, 0, 0, "it is running", {}};
+    close_mailbox(*a);
+    unwatch(n, a->ctl);
+    std::erase_if(n.waiters, [&](const end_waiter& w) {
+      return w.id == a->id || (a->ctl && w.sock == a->ctl.get());
+    });
+    for (auto& [oid, other] : n.actors) {
+      other.monitors.erase(a->id);
+      other.links.erase(a->id);
+    }
+    std::erase_if(n.names, [&](const auto& kv) { return kv.second == a->id; });
+    n.actors.erase(a->id);
+    return {};
+  }
+  case rpc_op::open_endpoint: {
+    // A mailbox and a connection of their own for a non-actor (an embedded
+    // supervisor): a = its id; the reply carries the connection's other
+    // end.
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+      return {false, 0, 0, "socketpair failed", {}};
+    actor_rec fresh;
+    fresh.name = q.name.empty() ? "endpoint" : q.name;
+    fresh.endpoint = true;
+    fresh.mailbox = held_ring::make({});
+    fresh.replies = held_ring::make({std::size_t{1} << 18, 0, false});
+    fresh.ctl.reset(sv[0]);
+    auto id = n.next_id++;
+    fresh.id = id;
+    auto& rec = n.actors[id];
+    rec = std::move(fresh);
+    watch_endpoint(n, rec);
+    n.endpoint_fd.reset(sv[1]); // closed once the reply has carried it
+    fds_out.push_back(sv[1]);
+    return {true, id, 0, {}, {}};
   }
   case rpc_op::kill: {
     auto* a = find(q.a);
@@ -591,13 +768,18 @@ served serve(node_state& n, int sock, std::uint64_t from,
         *shutdown_request = q;
         return served::shutdown;
       }
+      current_sock = sock;
+      n.defer_reply = false;
       r = handle(n, from, q, out);
       r.seq = q.seq;
+      if (n.defer_reply) // answered later (await_end)
+        return served::ok;
     } catch (const std::exception& ex) {
       r = {false, 0, 0, ex.what(), {}};
     }
   }
   reply(sock, r, out);
+  n.endpoint_fd.reset();
   return served::ok;
 }
 
@@ -711,24 +893,30 @@ int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
     watch(a.ctl.get(), a.id * 2);
     watch(a.pidfd.get(), a.id * 2 + 1);
   };
+  n.watch_endpoint = [&](actor_rec& a) { watch(a.ctl.get(), a.id * 2); };
   bool clean = true;
   std::vector<epoll_event> events(64);
   for (;;) {
     int timeout = -1;
     auto now = steady::now();
+    auto until = [&](steady::time_point at) {
+      auto ms = std::chrono::ceil<std::chrono::milliseconds>(at - now).count();
+      ms = std::max<std::int64_t>(ms, 0);
+      timeout = timeout < 0 ? static_cast<int>(ms)
+                            : std::min(timeout, static_cast<int>(ms));
+    };
     for (auto& [id, a] : n.actors)
-      if (a.kill_at) {
-        auto ms = std::chrono::ceil<std::chrono::milliseconds>(*a.kill_at - now)
-                    .count();
-        ms = std::max<std::int64_t>(ms, 0);
-        timeout = timeout < 0 ? static_cast<int>(ms)
-                              : std::min(timeout, static_cast<int>(ms));
-      }
+      if (a.kill_at)
+        until(*a.kill_at);
+    for (const auto& w : n.waiters)
+      until(w.deadline);
     int got = ::epoll_wait(ep.get(), events.data(),
                            static_cast<int>(events.size()), timeout);
     if (got < 0 && errno != EINTR)
       break;
     now = steady::now();
+    if (!n.waiters.empty())
+      answer_waiters(n, 0, false, nullptr);
     for (auto& [id, a] : n.actors)
       if (a.alive && a.kill_at && *a.kill_at <= now) {
         a.kill_at.reset();
@@ -773,7 +961,14 @@ int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
         // A closed socket also leaves the epoll set.
         if (a.ctl && serve(n, a.ctl.get(), id) == served::gone) {
           unwatch(n, a.ctl);
+          std::erase_if(n.waiters, [&](const end_waiter& w) {
+            return w.sock == a.ctl.get();
+          });
           a.ctl.reset();
+          if (a.endpoint) { // its owner is gone: so is the endpoint
+            close_mailbox(a);
+            n.actors.erase(it);
+          }
         }
       } else if (a.alive && a.pidfd) {
         reap(n, a);

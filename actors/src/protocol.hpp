@@ -36,6 +36,10 @@ enum class rpc_op : std::uint8_t {
   restart,           ///< a = id: start the next incarnation on the same mailbox
   take_dead_letters, ///< -> blob = vector<dead_letter> (and forgets them)
   pid_of,            ///< a = id -> a = pid (0: not running)
+  await_end,         ///< a = id, b = ms -> a = 1, blob = reason once ended
+  set_mailbox_open,  ///< a = id, b = 1 keep open across deaths / 0 close
+  forget,            ///< a = id (ended): drop its mailbox and record
+  open_endpoint,     ///< name -> a = id; fd: a connection of its own
 };
 
 struct rpc_request {

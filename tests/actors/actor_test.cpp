@@ -670,7 +670,7 @@ BOOST_AUTO_TEST_CASE(a_full_mailbox_blocks_fails_or_drops_as_its_policy_says) {
 BOOST_AUTO_TEST_CASE(bad_spawn_options_are_refused) {
   pactor::actor_system sys;
   BOOST_CHECK_THROW(sys.spawn_with<counter>({.mailbox_bytes = 10}, 0),
-                    std::runtime_error);
+                    std::invalid_argument);
 }
 
 BOOST_AUTO_TEST_CASE(an_asynchronous_request_does_not_block_the_actor) {

@@ -7,5 +7,6 @@
 #include <pactor/actors/dedup.hpp>
 #include <pactor/actors/errors.hpp>
 #include <pactor/actors/exit_reason.hpp>
+#include <pactor/actors/supervisor.hpp>
 #include <pactor/actors/system.hpp>
 #include <pactor/actors/this_actor.hpp>

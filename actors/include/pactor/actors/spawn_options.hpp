@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace pactor {
 
@@ -41,6 +42,15 @@ enum class bad_state : std::uint8_t {
   fail,
 };
 
+/// A resource limit set in the actor's process before it starts
+/// (setrlimit: resource is RLIMIT_AS, RLIMIT_NOFILE, RLIMIT_CPU, ...).
+struct resource_limit {
+  int resource = 0;
+  std::uint64_t soft = 0;
+  std::uint64_t hard = 0;
+  MSGPACK_DEFINE(resource, soft, hard)
+};
+
 struct spawn_options {
   /// The process name (shown by ps); empty: "actor-<id>".
   std::string name{};
@@ -67,6 +77,14 @@ struct spawn_options {
   std::uint32_t commit_every = 1;
   /// warm: a committed state that does not decode.
   bad_state on_bad_state = bad_state::cold_start;
+  /// Keep the mailbox open when the actor ends, so that messages sent
+  /// meanwhile wait for its restart instead of failing with actor_exited
+  /// (supervised children that will be restarted).
+  bool keep_mailbox_open = false;
+  /// Resource limits set in each incarnation's process before it starts.
+  std::vector<resource_limit> limits{};
+  /// CPUs the actor may run on (sched_setaffinity); empty: any.
+  std::vector<int> cpus{};
 };
 
 namespace detail {
@@ -82,10 +100,17 @@ struct spawn_wire {
   std::uint64_t state_bytes = 0;
   std::uint32_t commit_every = 1;
   bad_state on_bad_state = bad_state::cold_start;
+  bool keep_mailbox_open = false;
+  std::vector<resource_limit> limits{};
+  std::vector<int> cpus{};
   MSGPACK_DEFINE(name, mailbox_bytes, mailbox_messages, on_full,
                  send_timeout_ms, spin_ns, restart, state_bytes, commit_every,
-                 on_bad_state)
+                 on_bad_state, keep_mailbox_open, limits, cpus)
 };
+/// spawn_options as they travel (validated: std::invalid_argument naming
+/// the field).
+spawn_wire to_wire(const spawn_options& opts);
+spawn_options from_wire(const spawn_wire& w);
 /// What a sender needs to know about a mailbox.
 struct send_policy {
   overflow on_full = overflow::block;

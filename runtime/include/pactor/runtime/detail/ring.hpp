@@ -148,6 +148,10 @@ public:
   [[nodiscard]] bool peeked_large() const noexcept {
     return peeked_ && peeked_side_;
   }
+  /// Mailbox: whether a record is handed out or held (ack() has work).
+  [[nodiscard]] bool holding() const noexcept {
+    return peeked_ || held_;
+  }
   /// Mailbox: the head word ack() would store now (the actors' state stash
   /// records it with the state).
   [[nodiscard]] std::uint64_t ack_word() const noexcept;
