@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <fcntl.h>
 #include <fstream>
@@ -458,6 +459,33 @@ double actor_pingpong_blocking_us(bool quick) {
   return r.first;
 }
 
+// From SIGKILL of a supervised child to its restarted incarnation answering
+// a request (sent right after the kill: it waits in the child's mailbox,
+// which stays open across the restart). {p50, p99} in ms.
+std::pair<double, double> supervisor_restart_ms(bool quick) {
+  static std::optional<std::pair<double, double>> result;
+  if (result)
+    return *result;
+  auto& sys = actor_sys();
+  pactor::supervisor_spec spec;
+  spec.intensity = 1000000;
+  spec.period = std::chrono::milliseconds(1000);
+  spec.children.push_back(pactor::worker("echo", echo_actor));
+  auto sup = pactor::spawn_supervisor(sys, spec);
+  auto child = sup.which_children().at(0).ref;
+  auto us = round_trip_us(quick ? 20 : 500, 5, [&](int i) {
+    auto pid = sys.pid(child);
+    if (pid <= 0 || ::kill(pid, SIGKILL) != 0)
+      throw std::runtime_error("no child to kill");
+    if (sys.request<int>(child, i, std::chrono::seconds(10)) != i)
+      throw std::runtime_error("wrong echo");
+  });
+  sys.stop(sup.ref());
+  (void)sys.join(sup.ref(), std::chrono::seconds(10));
+  result = std::make_pair(us.first / 1000, us.second / 1000);
+  return *result;
+}
+
 // Spawn to first answer, one actor at a time.
 double actor_spawn_ms(bool quick) {
   auto& sys = actor_sys();
@@ -572,6 +600,10 @@ std::vector<bench_case> all_cases() {
     {"actor_spawn_ms", "ms", actor_spawn_ms},
     {"actors_1000_spawn_s", "s", actors_1000_spawn_s},
     {"idle_actor_pss_kb", "kB", idle_actor_pss_kb},
+    {"supervisor_restart_ms_p50", "ms",
+     [](bool quick) { return supervisor_restart_ms(quick).first; }},
+    {"supervisor_restart_ms_p99", "ms",
+     [](bool quick) { return supervisor_restart_ms(quick).second; }},
   };
 }
 

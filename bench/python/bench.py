@@ -12,6 +12,7 @@ import os
 import re
 import statistics
 import sys
+import signal
 import time
 
 
@@ -300,6 +301,33 @@ def actor_pingpong_us(quick):
     return result
 
 
+def supervisor_restart_ms(quick):
+    """multiprocessing has no supervisor: the hand-written one, a parent
+    that joins the killed Process and starts a new one, timed from SIGKILL
+    to the new process answering. The new process gets new queues: a
+    reader killed inside get() can die holding the queue's lock, after which
+    the old queue blocks every reader (what was in it is lost)."""
+    def start():
+        inbox, replies = mp.Queue(), mp.Queue()
+        p = mp.Process(target=counting_actor, args=(inbox, replies))
+        p.start()
+        return p, inbox, replies
+    p, inbox, replies = start()
+    samples = []
+    for i in range(10 if quick else 200):
+        t0 = time.perf_counter()
+        os.kill(p.pid, signal.SIGKILL)
+        p.join()
+        p, inbox, replies = start()
+        inbox.put(("echo", i))
+        if replies.get(timeout=30) != i:
+            raise RuntimeError("wrong echo")
+        samples.append((time.perf_counter() - t0) * 1e3)
+    inbox.put(("stop",))
+    check_exit(p)
+    return percentiles(samples)
+
+
 def actor_spawn_ms(quick):
     samples = []
     for _ in range(5 if quick else 100):
@@ -375,6 +403,10 @@ CASES = [
     ("actors_1000_spawn_s", "s", actors_1000_spawn_s),
     # An idle actor is an idle process here.
     ("idle_actor_pss_kb", "kB", lambda q: idle_pss_kb("fork")),
+    ("supervisor_restart_ms_p50", "ms",
+     lambda q: cached("sup", lambda: supervisor_restart_ms(q))[0]),
+    ("supervisor_restart_ms_p99", "ms",
+     lambda q: cached("sup", lambda: supervisor_restart_ms(q))[1]),
 ]
 
 
