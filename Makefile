@@ -22,9 +22,10 @@ configure: deps
 build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
-# The main job: the flagship example.
+# The main job: the supervised pipeline under its chaos monkey
+# (examples/pipeline.cpp; PIPELINE_ARGS for its options).
 run: build
-	@$(BUILD)/examples/hello
+	@$(BUILD)/examples/pipeline $(PIPELINE_ARGS)
 
 # Every test, through CTest (unit suites, examples, install check, bench smoke run).
 test: build

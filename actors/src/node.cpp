@@ -751,7 +751,9 @@ served serve(node_state& n, int sock, std::uint64_t from,
              rpc_request* shutdown_request = nullptr) {
   std::vector<std::byte> buf(max_rpc_bytes);
   std::vector<unique_fd> ignored;
-  auto len = recv_with_fds(sock, buf, ignored);
+  // Never blocks: a readiness event can be stale (reported for a socket
+  // since closed, whose number a new connection now has).
+  auto len = recv_with_fds(sock, buf, ignored, MSG_DONTWAIT);
   if (len == 0 || (len < 0 && len != -EMSGSIZE && len != -EAGAIN))
     return served::gone;
   if (len == -EAGAIN)

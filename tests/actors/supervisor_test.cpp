@@ -11,13 +11,13 @@
 #include <boost/test/unit_test.hpp>
 
 #include <arpa/inet.h>
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <filesystem>
 #include <netinet/in.h>
 #include <optional>
 #include <poll.h>
-#include <atomic>
 #include <sched.h>
 #include <string>
 #include <sys/resource.h>
@@ -114,7 +114,8 @@ public:
         for (int i = 0; i < CPU_SETSIZE; ++i)
           if (CPU_ISSET(i, &set))
             out.cpus.push_back(i);
-        for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd"))
+        for (const auto& e :
+             std::filesystem::directory_iterator("/proc/self/fd"))
           out.fds.push_back(std::filesystem::read_symlink(e.path()).string());
         return out;
       },
@@ -173,14 +174,14 @@ pactor::supervisor_spec three_children(pactor::strategy how,
   return spec;
 }
 
-const pactor::strategy strategies[] = {
-  pactor::strategy::one_for_one, pactor::strategy::one_for_all,
-  pactor::strategy::rest_for_one, pactor::strategy::simple_one_for_one};
-const pactor::restart_type types[] = {pactor::restart_type::permanent,
-                                      pactor::restart_type::transient,
-                                      pactor::restart_type::temporary};
-const ending endings[] = {ending::normal, ending::shutdown, ending::exception,
-                          ending::signal};
+const pactor::strategy strategies[]
+  = {pactor::strategy::one_for_one, pactor::strategy::one_for_all,
+     pactor::strategy::rest_for_one, pactor::strategy::simple_one_for_one};
+const pactor::restart_type types[]
+  = {pactor::restart_type::permanent, pactor::restart_type::transient,
+     pactor::restart_type::temporary};
+const ending endings[]
+  = {ending::normal, ending::shutdown, ending::exception, ending::signal};
 
 struct grid_row {
   int strategy_index;
@@ -188,8 +189,8 @@ struct grid_row {
   int ending_index;
 };
 std::ostream& operator<<(std::ostream& os, const grid_row& r) {
-  static const char* sn[] = {"one_for_one", "one_for_all", "rest_for_one",
-                             "simple_one_for_one"};
+  static const char* sn[]
+    = {"one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one"};
   static const char* tn[] = {"permanent", "transient", "temporary"};
   static const char* en[] = {"normal", "shutdown", "exception", "signal"};
   return os << sn[r.strategy_index] << "/" << tn[r.type_index] << "/"
@@ -264,7 +265,8 @@ BOOST_DATA_TEST_CASE(
   BOOST_CHECK(sys.pid(sup.ref()) != 0); // the supervisor goes on
 }
 
-BOOST_AUTO_TEST_CASE(a_temporary_child_caught_in_a_group_restart_is_not_restarted) {
+BOOST_AUTO_TEST_CASE(
+  a_temporary_child_caught_in_a_group_restart_is_not_restarted) {
   pactor::actor_system sys;
   pactor::supervisor_spec spec;
   spec.how = pactor::strategy::one_for_all;
@@ -282,8 +284,9 @@ BOOST_AUTO_TEST_CASE(a_temporary_child_caught_in_a_group_restart_is_not_restarte
   BOOST_CHECK_EQUAL(sup.count_children().specs, 1U);
 }
 
-BOOST_AUTO_TEST_CASE(restarts_up_to_the_intensity_are_made_and_one_more_gives_up,
-                     *boost::unit_test::timeout(60)) {
+BOOST_AUTO_TEST_CASE(
+  restarts_up_to_the_intensity_are_made_and_one_more_gives_up,
+  *boost::unit_test::timeout(60)) {
   pactor::actor_system sys;
   pactor::supervisor_spec spec;
   spec.intensity = 3;
@@ -413,8 +416,9 @@ BOOST_AUTO_TEST_CASE(children_start_in_order_and_stop_in_reverse_order,
   BOOST_CHECK(why->kind == pactor::exit_kind::shutdown);
 }
 
-BOOST_AUTO_TEST_CASE(a_child_that_does_not_stop_is_killed_after_its_shutdown_timeout,
-                     *boost::unit_test::timeout(60)) {
+BOOST_AUTO_TEST_CASE(
+  a_child_that_does_not_stop_is_killed_after_its_shutdown_timeout,
+  *boost::unit_test::timeout(60)) {
   pactor::actor_system sys;
   pactor::supervisor_spec spec;
   auto stubborn = pactor::worker<child>("stubborn");
@@ -443,8 +447,9 @@ BOOST_AUTO_TEST_CASE(a_child_that_does_not_stop_is_killed_after_its_shutdown_tim
               == pactor::exit_kind::killed);
 }
 
-BOOST_AUTO_TEST_CASE(the_supervisor_api_starts_terminates_restarts_deletes_and_counts,
-                     *boost::unit_test::timeout(60)) {
+BOOST_AUTO_TEST_CASE(
+  the_supervisor_api_starts_terminates_restarts_deletes_and_counts,
+  *boost::unit_test::timeout(60)) {
   pactor::actor_system sys;
   pactor::supervisor_spec spec;
   spec.children.push_back(pactor::worker<child>("a"));
@@ -557,16 +562,17 @@ BOOST_AUTO_TEST_CASE(messages_sent_to_a_dead_child_wait_for_its_restart,
   BOOST_CHECK(std::chrono::steady_clock::now() - t0 >= 200ms); // backoff
 }
 
-BOOST_AUTO_TEST_CASE(an_embedded_supervisor_restarts_children_from_a_threaded_program_whose_fds_they_never_see,
-                     *boost::unit_test::timeout(60)) {
+BOOST_AUTO_TEST_CASE(
+  an_embedded_supervisor_restarts_children_from_a_threaded_program_whose_fds_they_never_see,
+  *boost::unit_test::timeout(60)) {
   // The program's own listening socket, opened before the actor system.
   int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   BOOST_REQUIRE(listener >= 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  BOOST_REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&addr),
-                       sizeof addr) == 0);
+  BOOST_REQUIRE(
+    ::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
   BOOST_REQUIRE(::listen(listener, 4) == 0);
   struct stat st {};
   ::fstat(listener, &st);

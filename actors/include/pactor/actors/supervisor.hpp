@@ -137,11 +137,12 @@ template <class A, class... Args>
 child_spec worker(std::string id, Args&&... args) {
   child_spec c;
   c.id = std::move(id);
-  c.start.trampoline = detail::make_function_ref(reinterpret_cast<detail::erased_fn>(
-    &detail::invoke_actor_class<A, std::decay_t<Args>...>));
+  c.start.trampoline
+    = detail::make_function_ref(reinterpret_cast<detail::erased_fn>(
+      &detail::invoke_actor_class<A, std::decay_t<Args>...>));
   c.start.function = c.start.trampoline;
-  c.start.args
-    = detail::pack_actor_args<std::decay_t<Args>...>(std::forward<Args>(args)...);
+  c.start.args = detail::pack_actor_args<std::decay_t<Args>...>(
+    std::forward<Args>(args)...);
   if constexpr (detail::has_warm_state<A>)
     c.options.restart = restart_mode::warm;
   return c;
@@ -155,8 +156,9 @@ child_spec worker(std::string id, behavior (*fn)(P...), Args&&... args) {
                 "of arguments");
   child_spec c;
   c.id = std::move(id);
-  c.start.trampoline = detail::make_function_ref(
-    reinterpret_cast<detail::erased_fn>(&detail::invoke_actor_fn<std::decay_t<P>...>));
+  c.start.trampoline
+    = detail::make_function_ref(reinterpret_cast<detail::erased_fn>(
+      &detail::invoke_actor_fn<std::decay_t<P>...>));
   c.start.function
     = detail::make_function_ref(reinterpret_cast<detail::erased_fn>(fn));
   c.start.args
@@ -171,10 +173,10 @@ child_spec supervisor_child(std::string id, const supervisor_spec& spec);
 /// A child as which_children reports it.
 struct child_info {
   std::string id;
-  actor_ref ref;          ///< the same across restarts
-  pid_t pid = 0;          ///< 0: not running
+  actor_ref ref; ///< the same across restarts
+  pid_t pid = 0; ///< 0: not running
   child_type type = child_type::worker;
-  std::string status;     ///< "running", "restarting", "terminated"
+  std::string status; ///< "running", "restarting", "terminated"
   std::uint32_t restarts = 0;
   MSGPACK_DEFINE(id, ref, pid, type, status, restarts)
 };
@@ -187,7 +189,6 @@ struct child_counts {
   std::uint32_t workers = 0;
   MSGPACK_DEFINE(specs, active, supervisors, workers)
 };
-
 
 namespace detail {
 /// The messages of the supervisor API (requests to a supervisor actor).
@@ -239,9 +240,8 @@ public:
                                       detail::wait_limit::after(timeout));
   }
   /// Stops a child (its shutdown policy); it stays a spec, not restarted.
-  void terminate_child(const std::string& id,
-                       std::chrono::milliseconds timeout
-                       = std::chrono::seconds(30));
+  void terminate_child(const std::string& id, std::chrono::milliseconds timeout
+                                              = std::chrono::seconds(30));
   /// Starts a terminated child again.
   actor_ref restart_child(const std::string& id,
                           std::chrono::milliseconds timeout
