@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <regex>
 #include <stdexcept>
@@ -486,6 +487,47 @@ std::pair<double, double> supervisor_restart_ms(bool quick) {
   return *result;
 }
 
+// The main job's throughput (examples/pipeline, next to this program's
+// directory): items/s as it reports them.
+double pipeline_items_per_s(bool quick, int work, int kill_every_ms) {
+  char self[4096] = {};
+  auto n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0)
+    throw std::runtime_error("cannot find this program's path");
+  std::string dir(self, static_cast<std::size_t>(n));
+  dir = dir.substr(0, dir.rfind('/'));
+  auto cmd = dir + "/../examples/pipeline --items "
+             + std::to_string(quick ? 20000 : 200000) + " --work "
+             + std::to_string(work) + " --kill-every "
+             + std::to_string(kill_every_ms) + " 2>/dev/null";
+  std::unique_ptr<FILE, int (*)(FILE*)> out(::popen(cmd.c_str(), "r"),
+                                            ::pclose);
+  if (!out)
+    throw std::runtime_error("cannot run " + cmd);
+  char line[512];
+  double rate = -1;
+  bool lost_none = false;
+  while (std::fgets(line, sizeof line, out.get()) != nullptr) {
+    std::string l(line);
+    if (l.rfind("lost:", 0) == 0)
+      lost_none = l.find(" 0\n") != std::string::npos;
+    if (l.rfind("throughput:", 0) == 0) {
+      std::string digits;
+      for (char c : l.substr(11)) {
+        if (c == ',' || (c == ' ' && digits.empty()))
+          continue;
+        if (c < '0' || c > '9')
+          break;
+        digits += c;
+      }
+      rate = std::stod(digits.empty() ? "-1" : digits);
+    }
+  }
+  if (rate < 0 || !lost_none)
+    throw std::runtime_error("the pipeline did not report a clean run: " + cmd);
+  return rate;
+}
+
 // Spawn to first answer, one actor at a time.
 double actor_spawn_ms(bool quick) {
   auto& sys = actor_sys();
@@ -600,6 +642,12 @@ std::vector<bench_case> all_cases() {
     {"actor_spawn_ms", "ms", actor_spawn_ms},
     {"actors_1000_spawn_s", "s", actors_1000_spawn_s},
     {"idle_actor_pss_kb", "kB", idle_actor_pss_kb},
+    {"pipeline_items_per_s", "items/s",
+     [](bool quick) { return pipeline_items_per_s(quick, 0, 0); }},
+    {"pipeline_items_per_s_work5000", "items/s",
+     [](bool quick) { return pipeline_items_per_s(quick, 5000, 0); }},
+    {"pipeline_items_per_s_work5000_chaos20ms", "items/s",
+     [](bool quick) { return pipeline_items_per_s(quick, 5000, 20); }},
     {"supervisor_restart_ms_p50", "ms",
      [](bool quick) { return supervisor_restart_ms(quick).first; }},
     {"supervisor_restart_ms_p99", "ms",

@@ -179,12 +179,16 @@ int main(int argc, char** argv) {
   int workers = 4;
   int kill_every_ms = 20;
   int rounds = 5000; // about 25 us of work per item
-  app.add_option("--items", items, "items to process")->check(CLI::Range(1, 1 << 30));
-  app.add_option("--workers", workers, "worker actors")->check(CLI::Range(1, 64));
-  app.add_option("--kill-every", kill_every_ms,
-                 "ms between SIGKILLs of a random actor (0: no chaos)")
+  app.add_option("--items", items, "items to process")
+    ->check(CLI::Range(1, 1 << 30));
+  app.add_option("--workers", workers, "worker actors")
+    ->check(CLI::Range(1, 64));
+  app
+    .add_option("--kill-every", kill_every_ms,
+                "ms between SIGKILLs of a random actor (0: no chaos)")
     ->check(CLI::Range(0, 100000));
-  app.add_option("--work", rounds, "hash rounds per item")->check(CLI::Range(0, 1000000));
+  app.add_option("--work", rounds, "hash rounds per item")
+    ->check(CLI::Range(0, 1000000));
   CLI11_PARSE(app, argc, argv);
 
   // A message that was being handled at several kills in a row is not
@@ -207,10 +211,10 @@ int main(int argc, char** argv) {
   pool.period = 1s;
   pool.name = "workers";
   for (int w = 1; w <= workers; ++w)
-    pool.children.push_back(pactor::worker<worker>(
-      "worker-" + std::to_string(w), sink_ref, rounds));
-  pactor::supervisor_ref pool_sup(root.start_child(
-    pactor::supervisor_child("workers", pool)));
+    pool.children.push_back(
+      pactor::worker<worker>("worker-" + std::to_string(w), sink_ref, rounds));
+  pactor::supervisor_ref pool_sup(
+    root.start_child(pactor::supervisor_child("workers", pool)));
   std::vector<actor_ref> worker_refs;
   for (const auto& c : pool_sup.which_children())
     worker_refs.push_back(c.ref);
@@ -268,16 +272,16 @@ int main(int argc, char** argv) {
     if (tty) {
       int width = 30;
       auto filled = static_cast<int>(width * s.taken / items);
-      std::printf("\r[%s%s] %3d%% %s/%s items  %s items/s  %d kills ",
-                  std::string(static_cast<std::size_t>(filled), '#').c_str(),
-                  std::string(static_cast<std::size_t>(width - filled), ' ')
-                    .c_str(),
-                  static_cast<int>(100 * s.taken / items),
-                  with_commas(s.taken).c_str(), with_commas(items).c_str(),
-                  with_commas(static_cast<std::uint64_t>(
-                    static_cast<double>(s.taken) / secs))
-                    .c_str(),
-                  total_kills);
+      std::printf(
+        "\r[%s%s] %3d%% %s/%s items  %s items/s  %d kills ",
+        std::string(static_cast<std::size_t>(filled), '#').c_str(),
+        std::string(static_cast<std::size_t>(width - filled), ' ').c_str(),
+        static_cast<int>(100 * s.taken / items), with_commas(s.taken).c_str(),
+        with_commas(items).c_str(),
+        with_commas(
+          static_cast<std::uint64_t>(static_cast<double>(s.taken) / secs))
+          .c_str(),
+        total_kills);
       std::fflush(stdout);
     } else if (now - last_line >= 1s || s.taken >= items) {
       last_line = now;
@@ -287,9 +291,9 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
   }
-  auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now()
-                                            - t0)
-                .count();
+  auto secs
+    = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+        .count();
   done.store(true);
   monkey.join();
   if (tty)
@@ -318,11 +322,11 @@ int main(int argc, char** argv) {
   for (auto& [id, n] : restarts)
     std::printf(" %s %u", id.c_str(), n);
   std::printf("\n");
-  std::printf("throughput: %s items/s (%.2f s)\n",
-              with_commas(static_cast<std::uint64_t>(
-                            static_cast<double>(s.taken) / secs))
-                .c_str(),
-              secs);
+  std::printf(
+    "throughput: %s items/s (%.2f s)\n",
+    with_commas(static_cast<std::uint64_t>(static_cast<double>(s.taken) / secs))
+      .c_str(),
+    secs);
   root.stop();
   return lost == 0 && checksum_ok ? 0 : 1;
 }

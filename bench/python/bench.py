@@ -328,6 +328,46 @@ def supervisor_restart_ms(quick):
     return percentiles(samples)
 
 
+def pipeline_worker(tasks, results):
+    while True:
+        i = tasks.get(timeout=60)
+        if i is None:
+            return
+        results.put((i, i * 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF))
+
+
+def pipeline_source(n, tasks, workers):
+    for i in range(1, n + 1):
+        tasks.put(i)
+    for _ in range(workers):
+        tasks.put(None)
+
+
+def pipeline_items_per_s(quick):
+    """examples/pipeline with no work per item and no chaos: a source
+    Process, 4 worker Processes on a task Queue, the sink in this process
+    (Python's processes cannot survive the chaos run: a worker killed inside
+    get() can leave the queue locked)."""
+    n, workers = (20000 if quick else 200000), 4
+    tasks, results = mp.Queue(), mp.Queue()
+    t0 = time.perf_counter()
+    src = mp.Process(target=pipeline_source, args=(n, tasks, workers))
+    ws = [mp.Process(target=pipeline_worker, args=(tasks, results))
+          for _ in range(workers)]
+    src.start()
+    for w in ws:
+        w.start()
+    seen = set()
+    while len(seen) < n:
+        i, _ = results.get(timeout=60)
+        seen.add(i)
+    secs = time.perf_counter() - t0
+    check_exit(src)
+    for w in ws:
+        check_exit(w)
+    return n / secs
+
+
 def actor_spawn_ms(quick):
     samples = []
     for _ in range(5 if quick else 100):
@@ -403,6 +443,7 @@ CASES = [
     ("actors_1000_spawn_s", "s", actors_1000_spawn_s),
     # An idle actor is an idle process here.
     ("idle_actor_pss_kb", "kB", lambda q: idle_pss_kb("fork")),
+    ("pipeline_items_per_s", "items/s", pipeline_items_per_s),
     ("supervisor_restart_ms_p50", "ms",
      lambda q: cached("sup", lambda: supervisor_restart_ms(q))[0]),
     ("supervisor_restart_ms_p99", "ms",
