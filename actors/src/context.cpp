@@ -349,7 +349,8 @@ spawn_wire to_wire(const spawn_options& opts) {
           opts.on_bad_state,
           opts.keep_mailbox_open,
           opts.limits,
-          opts.cpus};
+          opts.cpus,
+          opts.memory_limit};
 }
 
 spawn_options from_wire(const spawn_wire& w) {
@@ -367,6 +368,7 @@ spawn_options from_wire(const spawn_wire& w) {
   o.keep_mailbox_open = w.keep_mailbox_open;
   o.limits = w.limits;
   o.cpus = w.cpus;
+  o.memory_limit = w.memory_limit;
   return o;
 }
 

@@ -12,6 +12,8 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <fcntl.h>
 #include <functional>
@@ -23,6 +25,7 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -80,6 +83,8 @@ struct actor_rec {
   bool keep_open = false; // the mailbox stays open across deaths
   std::vector<resource_limit> limits;
   std::vector<int> cpus;
+  std::uint64_t memory_limit = 0;
+  std::string cgroup; // the memory cgroup of the running incarnation
   std::int64_t stop_timeout_ms = -1; // this stop's own timeout (-1: none)
   // An endpoint: a mailbox and a connection of a process that is not an
   // actor (an embedded supervisor), like the root's.
@@ -193,6 +198,123 @@ void node_deliver(node_state& n, actor_rec& to, const T& msg,
   }
 }
 
+bool write_file(const std::string& path, const std::string& text) {
+  unique_fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  return fd
+         && ::write(fd.get(), text.data(), text.size())
+              == static_cast<ssize_t>(text.size());
+}
+
+std::string read_file(const std::string& path) {
+  std::string out;
+  unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd)
+    return out;
+  char buf[4096];
+  ssize_t n = 0;
+  while ((n = ::read(fd.get(), buf, sizeof buf)) > 0)
+    out.append(buf, static_cast<std::size_t>(n));
+  return out;
+}
+
+// Where this process's memory cgroup is: the v1 memory controller's
+// hierarchy, or a v2 one with the memory controller; or why there is none.
+struct cgroup_base {
+  std::string dir;
+  bool v2 = false;
+  std::string error;
+};
+cgroup_base memory_cgroup_base() {
+  std::string v1_path;
+  std::string v2_path;
+  bool have_v2 = false;
+  auto own = read_file("/proc/self/cgroup");
+  for (std::size_t at = 0; at < own.size();) {
+    auto end = own.find('\n', at);
+    auto line = own.substr(at, end - at);
+    at = end == std::string::npos ? own.size() : end + 1;
+    auto c1 = line.find(':');
+    auto c2 = line.find(':', c1 + 1);
+    if (c1 == std::string::npos || c2 == std::string::npos)
+      continue;
+    auto ctrls = "," + line.substr(c1 + 1, c2 - c1 - 1) + ",";
+    if (ctrls.find(",memory,") != std::string::npos)
+      v1_path = line.substr(c2 + 1);
+    if (line.compare(0, 3, "0::") == 0) {
+      v2_path = line.substr(c2 + 1);
+      have_v2 = true;
+    }
+  }
+  auto mounts = read_file("/proc/self/mountinfo");
+  std::string v1_mount;
+  std::string v2_mount;
+  for (std::size_t at = 0; at < mounts.size();) {
+    auto end = mounts.find('\n', at);
+    auto line = mounts.substr(at, end - at);
+    at = end == std::string::npos ? mounts.size() : end + 1;
+    auto sep = line.find(" - ");
+    if (sep == std::string::npos)
+      continue;
+    // fields: id parent major:minor root mountpoint ...
+    std::size_t f = 0;
+    std::size_t pos = 0;
+    std::string mountpoint;
+    while (f < 5 && pos < sep) {
+      auto next = line.find(' ', pos);
+      if (f == 4)
+        mountpoint = line.substr(pos, next - pos);
+      pos = next + 1;
+      ++f;
+    }
+    auto tail = line.substr(sep + 3);
+    if (tail.compare(0, 7, "cgroup2") == 0)
+      v2_mount = mountpoint;
+    else if (tail.compare(0, 7, "cgroup ") == 0
+             && ("," + tail.substr(tail.rfind(' ') + 1) + ",").find(",memory,")
+                  != std::string::npos)
+      v1_mount = mountpoint;
+  }
+  cgroup_base b;
+  if (!v1_mount.empty() && !v1_path.empty()) {
+    b.dir = v1_mount + (v1_path == "/" ? "" : v1_path);
+  } else if (have_v2 && !v2_mount.empty()) {
+    b.dir = v2_mount + (v2_path == "/" ? "" : v2_path);
+    b.v2 = true;
+    if (read_file(b.dir + "/cgroup.controllers").find("memory")
+        == std::string::npos) {
+      b.error = "the cgroup v2 hierarchy has no memory controller here";
+      return b;
+    }
+  } else {
+    b.error = "no memory cgroup is mounted";
+    return b;
+  }
+  if (::access(b.dir.c_str(), W_OK) != 0)
+    b.error = "the memory cgroup " + b.dir + " is not writable";
+  return b;
+}
+
+// After an incarnation with a memory cap ended: whether the kernel killed it
+// for memory, and its cgroup removed.
+bool reap_cgroup(actor_rec& a) {
+  if (a.memory_limit == 0 || a.cgroup.empty())
+    return false;
+  auto base = memory_cgroup_base();
+  auto dir = base.dir + "/" + a.cgroup;
+  bool oom = false;
+  auto ctl
+    = read_file(dir + (base.v2 ? "/memory.events" : "/memory.oom_control"));
+  auto at = ctl.find("oom_kill ");
+  if (at != std::string::npos)
+    oom = std::strtoull(ctl.c_str() + at + 9, nullptr, 10) > 0;
+  if (!base.v2 && !oom)
+    oom = std::strtoull(read_file(dir + "/memory.failcnt").c_str(), nullptr, 10)
+          > 0;
+  ::rmdir(dir.c_str());
+  a.cgroup.clear();
+  return oom;
+}
+
 // Sets the actor's resource limits and CPUs in its own process; a failure
 // is its exit reason (exception "pactor::resource_limit").
 void apply_limits(const actor_rec& a) {
@@ -216,6 +338,24 @@ void apply_limits(const actor_rec& a) {
     rlimit rl{static_cast<rlim_t>(l.soft), static_cast<rlim_t>(l.hard)};
     if (::setrlimit(l.resource, &rl) != 0)
       fail("setrlimit of resource " + std::to_string(l.resource));
+  }
+  if (a.memory_limit != 0) {
+    auto base = memory_cgroup_base();
+    if (!base.error.empty()) {
+      errno = ENOTSUP;
+      fail("memory cap: " + base.error);
+    }
+    auto dir = base.dir + "/" + a.cgroup;
+    if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+      fail("memory cap: mkdir " + dir);
+    auto limit = std::to_string(a.memory_limit);
+    if (!write_file(dir + (base.v2 ? "/memory.max" : "/memory.limit_in_bytes"),
+                    limit))
+      fail("memory cap: writing the limit in " + dir);
+    if (!base.v2) // the swap too, where the kernel accounts it
+      (void)write_file(dir + "/memory.memsw.limit_in_bytes", limit);
+    if (!write_file(dir + "/cgroup.procs", "0"))
+      fail("memory cap: joining " + dir);
   }
   if (!a.cpus.empty()) {
     cpu_set_t set;
@@ -278,6 +418,10 @@ void apply_limits(const actor_rec& a) {
 // Forks the next incarnation of `rec` from its stored target.
 rpc_reply start_incarnation(node_state& n, actor_rec& rec) {
   auto t = decode_payload<packed_target>(rec.target);
+  if (rec.memory_limit != 0)
+    rec.cgroup = "pactor-" + std::to_string(n.node_pid) + "-"
+                 + std::to_string(rec.id) + "-"
+                 + std::to_string(rec.incarnation);
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
     return {false, 0, 0, "socketpair failed", {}};
@@ -344,6 +488,7 @@ rpc_reply spawn_actor(node_state& n, const rpc_request& req) {
   fresh.keep_open = opts.keep_mailbox_open;
   fresh.limits = opts.limits;
   fresh.cpus = opts.cpus;
+  fresh.memory_limit = opts.memory_limit;
   pack_payload(fresh.target, target);
   // Into the table only once its rings exist (a throw above leaves nothing).
   auto id = n.next_id++;
@@ -425,6 +570,9 @@ void on_death(node_state& n, actor_rec& a, int status) {
     r.core_dumped = WCOREDUMP(status);
   }
   r.incarnation = a.incarnation;
+  if (reap_cgroup(a) && r.kind == exit_kind::signal && r.code == SIGKILL)
+    r.message = "out of memory (its memory cap of "
+                + std::to_string(a.memory_limit) + " bytes)";
   a.last = r;
   a.alive = false;
   a.kill_at.reset();

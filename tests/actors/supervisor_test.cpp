@@ -59,6 +59,10 @@ struct limits_seen {
   std::vector<std::string> fds; // readlink of /proc/self/fd/*
   MSGPACK_DEFINE(nofile_soft, cpus, fds)
 };
+struct hog {
+  int mib = 0;
+  MSGPACK_DEFINE(mib)
+};
 struct stopped_note {
   std::string id;
   MSGPACK_DEFINE(id)
@@ -102,6 +106,14 @@ public:
       [](const spin_forever&) {
         for (;;) {
         }
+      },
+      [](const hog& h) {
+        if (pactor::this_actor::delivery() > 1)
+          return 0;
+        std::vector<char> big(static_cast<std::size_t>(h.mib) << 20);
+        for (std::size_t i = 0; i < big.size(); i += 4096)
+          big[i] = 1; // touched: charged to the cgroup
+        return static_cast<int>(big[big.size() / 2]);
       },
       [](const my_limits&) {
         limits_seen out;
@@ -538,6 +550,34 @@ BOOST_AUTO_TEST_CASE(a_child_runs_under_its_resource_limits_and_cpus,
     pactor::detail::wait_limit::after(10s));
   BOOST_CHECK_EQUAL(seen.nofile_soft, 64U);
   BOOST_CHECK((seen.cpus == std::vector<int>{0}));
+}
+
+BOOST_AUTO_TEST_CASE(
+  a_child_over_its_memory_cap_is_killed_and_its_reason_says_so,
+  *boost::unit_test::timeout(60)) {
+  pactor::actor_system sys;
+  pactor::supervisor_spec spec;
+  auto c = pactor::worker<child>("capped");
+  c.restart = pactor::restart_type::temporary;
+  c.options.memory_limit = std::uint64_t{64} << 20;
+  spec.children.push_back(c);
+  auto sup = pactor::spawn_supervisor(sys, spec);
+  auto r = info(sup, "capped")->ref;
+  try {
+    sys.send(r, hog{256});
+  } catch (const pactor::actor_exited&) { // it could not even start
+  }
+  auto why = sys.join(r, 30s);
+  BOOST_REQUIRE(why);
+  if (why->type == "pactor::resource_limit") { // no memory cgroup here
+    BOOST_TEST_MESSAGE("memory cap skipped on this host: " << why->message);
+    BOOST_CHECK_NE(why->message.find("memory cap"), std::string::npos);
+    return;
+  }
+  BOOST_CHECK(why->kind == pactor::exit_kind::signal);
+  BOOST_CHECK_EQUAL(why->code, SIGKILL);
+  BOOST_CHECK_MESSAGE(why->message.find("out of memory") != std::string::npos,
+                      why->to_string());
 }
 
 BOOST_AUTO_TEST_CASE(messages_sent_to_a_dead_child_wait_for_its_restart,

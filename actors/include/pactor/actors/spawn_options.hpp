@@ -85,6 +85,12 @@ struct spawn_options {
   std::vector<resource_limit> limits{};
   /// CPUs the actor may run on (sched_setaffinity); empty: any.
   std::vector<int> cpus{};
+  /// A memory cap in bytes (0: none) through a cgroup of its own (cgroup v1
+  /// memory controller, or v2 with memory enabled); an incarnation that
+  /// exceeds it is killed by the kernel (its exit reason says "out of
+  /// memory"). Where the host offers no writable memory cgroup the actor
+  /// does not start (exit reason pactor::resource_limit, saying why).
+  std::uint64_t memory_limit = 0;
 };
 
 namespace detail {
@@ -103,9 +109,10 @@ struct spawn_wire {
   bool keep_mailbox_open = false;
   std::vector<resource_limit> limits{};
   std::vector<int> cpus{};
+  std::uint64_t memory_limit = 0;
   MSGPACK_DEFINE(name, mailbox_bytes, mailbox_messages, on_full,
                  send_timeout_ms, spin_ns, restart, state_bytes, commit_every,
-                 on_bad_state, keep_mailbox_open, limits, cpus)
+                 on_bad_state, keep_mailbox_open, limits, cpus, memory_limit)
 };
 /// spawn_options as they travel (validated: std::invalid_argument naming
 /// the field).
