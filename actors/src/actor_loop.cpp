@@ -123,6 +123,13 @@ void handle_record(std::span<const std::byte> bytes, std::uint32_t delivery) {
     s.origin = message_origin{s.sender, h.origin - 1, h.origin_index};
   if ((h.flags & flag_system) != 0) {
     if (h.type == type_tag<sys_shutdown>()) {
+      sys_shutdown m;
+      try {
+        m = decode_payload<sys_shutdown>(mv.payload);
+      } catch (const decode_error&) { // (from the node: not expected)
+      }
+      if (m.incarnation != 0 && m.incarnation != ctx().incarnation)
+        return; // for an earlier incarnation, killed before it got here
       s.stop = true;
       s.reason.kind = exit_kind::shutdown;
     }

@@ -280,9 +280,11 @@ cgroup_base memory_cgroup_base() {
   } else if (have_v2 && !v2_mount.empty()) {
     b.dir = v2_mount + (v2_path == "/" ? "" : v2_path);
     b.v2 = true;
-    if (read_file(b.dir + "/cgroup.controllers").find("memory")
+    if (read_file(b.dir + "/cgroup.subtree_control").find("memory")
         == std::string::npos) {
-      b.error = "the cgroup v2 hierarchy has no memory controller here";
+      b.error = "the cgroup v2 hierarchy does not delegate the memory "
+                "controller below "
+                + b.dir;
       return b;
     }
   } else {
@@ -307,9 +309,6 @@ bool reap_cgroup(actor_rec& a) {
   auto at = ctl.find("oom_kill ");
   if (at != std::string::npos)
     oom = std::strtoull(ctl.c_str() + at + 9, nullptr, 10) > 0;
-  if (!base.v2 && !oom)
-    oom = std::strtoull(read_file(dir + "/memory.failcnt").c_str(), nullptr, 10)
-          > 0;
   ::rmdir(dir.c_str());
   a.cgroup.clear();
   return oom;
@@ -743,13 +742,15 @@ rpc_reply handle(node_state& n, std::uint64_t from, const rpc_request& q,
     // b: 0 the system's shutdown timeout, else 1 + ms, or ~0: no kill.
     auto* a = find(q.a);
     if (a != nullptr && a->alive) {
-      node_deliver(n, *a, sys_shutdown{}, flag_system);
+      node_deliver(n, *a, sys_shutdown{a->incarnation}, flag_system);
       if (q.b == ~std::uint64_t{0})
         a->kill_at.reset();
       else
-        a->kill_at = steady::now()
-                     + (q.b == 0 ? n.shutdown_timeout
-                                 : std::chrono::milliseconds(q.b - 1));
+        a->kill_at
+          = steady::now()
+            + (q.b == 0 ? n.shutdown_timeout
+                        : std::chrono::milliseconds(std::min<std::uint64_t>(
+                          q.b - 1, std::uint64_t{1} << 40)));
     }
     return {};
   }
@@ -816,19 +817,21 @@ rpc_reply handle(node_state& n, std::uint64_t from, const rpc_request& q,
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
       return {false, 0, 0, "socketpair failed", {}};
+    unique_fd ours(sv[0]);
+    unique_fd theirs(sv[1]);
     actor_rec fresh;
     fresh.name = q.name.empty() ? "endpoint" : q.name;
     fresh.endpoint = true;
     fresh.mailbox = held_ring::make({});
     fresh.replies = held_ring::make({std::size_t{1} << 18, 0, false});
-    fresh.ctl.reset(sv[0]);
+    fresh.ctl = std::move(ours);
     auto id = n.next_id++;
     fresh.id = id;
     auto& rec = n.actors[id];
     rec = std::move(fresh);
     watch_endpoint(n, rec);
-    n.endpoint_fd.reset(sv[1]); // closed once the reply has carried it
-    fds_out.push_back(sv[1]);
+    fds_out.push_back(theirs.get());
+    n.endpoint_fd = std::move(theirs); // closed once the reply carried it
     return {true, id, 0, {}, {}};
   }
   case rpc_op::kill: {
@@ -939,11 +942,19 @@ bool stop_all(node_state& n) {
   n.stopping = true;
   bool clean = true;
   bool hurry = false; // a second SIGINT/SIGTERM: kill the rest at once
-  for (auto it = n.actors.rbegin(); it != n.actors.rend(); ++it) {
-    auto& a = it->second;
+  // Over a snapshot of the ids: serving the one being stopped may drop
+  // others from the table (a supervisor forgets a temporary child).
+  std::vector<std::uint64_t> ids;
+  for (const auto& [id, rec] : n.actors)
+    ids.push_back(id);
+  for (auto id_it = ids.rbegin(); id_it != ids.rend(); ++id_it) {
+    auto found = n.actors.find(*id_it);
+    if (found == n.actors.end())
+      continue;
+    auto& a = found->second;
     if (!a.alive || a.id == root_id)
       continue;
-    node_deliver(n, a, sys_shutdown{}, flag_system);
+    node_deliver(n, a, sys_shutdown{a.incarnation}, flag_system);
     pollfd p{a.pidfd.get(), POLLIN, 0};
     auto deadline = steady::now() + n.shutdown_timeout;
     for (;;) {
@@ -973,6 +984,9 @@ bool stop_all(node_state& n) {
       if (a.ctl && (two[1].revents & (POLLIN | POLLHUP)) != 0
           && serve(n, a.ctl.get(), a.id) == served::gone) {
         unwatch(n, a.ctl);
+        std::erase_if(n.waiters, [&](const end_waiter& w) {
+          return w.sock == a.ctl.get();
+        });
         a.ctl.reset();
       }
     }
@@ -1051,7 +1065,7 @@ int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
     auto now = steady::now();
     auto until = [&](steady::time_point at) {
       auto ms = std::chrono::ceil<std::chrono::milliseconds>(at - now).count();
-      ms = std::max<std::int64_t>(ms, 0);
+      ms = std::clamp<std::int64_t>(ms, 0, 1 << 30);
       timeout = timeout < 0 ? static_cast<int>(ms)
                             : std::min(timeout, static_cast<int>(ms));
     };

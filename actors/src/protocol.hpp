@@ -70,7 +70,10 @@ inline constexpr std::size_t max_letter_payload = std::size_t{4} << 10;
 
 /// System message: stop (after the message being handled).
 struct sys_shutdown {
-  MSGPACK_DEFINE()
+  /// The incarnation asked to stop: a later one (the message stayed in a
+  /// mailbox kept open across a kill) ignores it.
+  std::uint32_t incarnation = 0;
+  MSGPACK_DEFINE(incarnation)
 };
 
 } // namespace pactor::detail

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <functional>
 #include <random>
+#include <set>
 #include <stdexcept>
 #include <thread>
 
@@ -99,7 +100,7 @@ public:
       try {
         spawn(rec);
       } catch (const std::exception& e) {
-        stop_all_children();
+        close_all();
         throw std::runtime_error("pactor::supervisor: child '" + c.id
                                  + "' failed to start: " + e.what());
       }
@@ -213,7 +214,9 @@ public:
       stop_proc(rec);
       set_open(rec.ref, false);
     }
-    if (rec.spec.restart == restart_type::temporary)
+    // A temporary child, and any dynamic child (as OTP), leaves with it.
+    if (rec.spec.restart == restart_type::temporary
+        || st_.spec.how == strategy::simple_one_for_one)
       remove(rec);
   }
 
@@ -265,6 +268,12 @@ public:
     return c;
   }
 
+  // Whether `ref` is or was a child of this incarnation (an exit_msg from
+  // a temporary child can come after its down removed it).
+  [[nodiscard]] bool is_child(std::uint64_t ref) {
+    return find_ref(ref) != nullptr || linked_.count(ref) != 0;
+  }
+
   [[nodiscard]] actor_ref ref_of(const std::string& id) {
     return actor_ref(must_find(id).ref);
   }
@@ -276,14 +285,15 @@ public:
         stop_proc(*it);
   }
 
-  // Stops the children and closes their mailboxes for good (the end of an
-  // embedded supervisor).
+  // Stops the children and drops them for good, mailboxes and all (the end
+  // of an embedded supervisor, a failed start).
   void close_all() {
     stop_all_children();
     for (auto& rec : st_.children) {
-      rec.status = st_terminated;
       set_open(rec.ref, false);
+      (void)call({rpc_op::forget, rec.ref, 0, {}, {}});
     }
+    st_.children.clear();
   }
 
 private:
@@ -301,8 +311,10 @@ private:
 
   void watch(child_rec& rec) {
     (void)call({rpc_op::monitor, env_.self, rec.ref, {}, {}});
-    if (env_.link)
+    if (env_.link) {
       (void)call({rpc_op::link, env_.self, rec.ref, {}, {}});
+      linked_.insert(rec.ref);
+    }
   }
 
   void took(child_rec& rec, const rpc_reply& r) {
@@ -340,11 +352,20 @@ private:
         watch(rec);
         return;
       }
-      rec.status = st_terminated;
-      if (r.error != "the actor system is shutting down")
-        std::fprintf(stderr,
-                     "pactor: supervisor: child '%s' not restarted: %s\n",
-                     rec.spec.id.c_str(), r.error.c_str());
+      if (r.error == "the actor system is shutting down") {
+        rec.status = st_terminated;
+        return;
+      }
+      // Could not fork (out of fds, memory...): a failed restart counts as
+      // one, and is tried again after a moment, or the supervisor gives up.
+      std::fprintf(stderr, "pactor: supervisor: child '%s' not restarted: %s\n",
+                   rec.spec.id.c_str(), r.error.c_str());
+      if (!count_restart() || !env_.schedule) {
+        give_up();
+        return;
+      }
+      rec.status = st_restarting;
+      env_.schedule(rec.spec.id, std::chrono::milliseconds(100));
       return;
     }
     took(rec, r);
@@ -476,6 +497,7 @@ private:
 
   sup_state& st_;
   sup_env env_;
+  std::set<std::uint64_t> linked_; // every child linked in this incarnation
   bool gave_up_ = false;
   std::mt19937 rng_{std::random_device{}()};
 };
@@ -521,7 +543,12 @@ public:
         if (core_->gave_up())
           exit_actor(gave_up_reason(st_.spec));
       },
-      [](const exit_msg&) {}, // the down that follows is what counts
+      [this](const exit_msg& m) {
+        // A child's: its down follows and is what counts. Anyone else's
+        // (its own supervisor's): it goes too, as in OTP.
+        if (!core_->is_child(m.from.id()))
+          exit_actor(m.reason);
+      },
       [this](const sup_restart_due& r) { core_->restart_due(r.id); },
       [this](const sup_start_child& m) {
         if (!m.spec.id.empty())
@@ -724,7 +751,9 @@ struct supervisor::impl {
   std::vector<std::pair<detail::steady::time_point, std::string>> timers;
   std::thread thread;
   std::atomic<bool> stopping{false};
-  bool stopped = false;
+  std::atomic<bool> stopped{false};
+  std::exception_ptr failure;           // what ended the background thread
+  std::optional<detail::ring> box_ring; // the endpoint's mailbox: box
 
   // Handles what is in the mailbox now (and due timers), without waiting.
   void drain() {
@@ -770,11 +799,33 @@ struct supervisor::impl {
   }
 
   void run() {
-    while (!stopping.load()) {
+    try {
+      loop();
+    } catch (...) {
+      failure = std::current_exception();
+      std::fprintf(stderr, "pactor: supervisor: its thread stopped: %s\n",
+                   describe(failure).c_str());
+    }
+  }
+
+  static std::string describe(const std::exception_ptr& e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      return x.what();
+    } catch (...) {
+      return "unknown exception";
+    }
+  }
+
+  void loop() {
+    for (;;) {
       drain();
-      // Bounded: stop() is seen within a slice even if its wake-up message
-      // were missed (one such hang was seen at the end of the pipeline and
-      // not explained yet: see docs/design/supervisors.md).
+      // After the drain: a stop whose wake-up message the drain took is
+      // seen here (stop() sets the flag before it sends).
+      if (stopping.load())
+        return;
+      // Bounded as every wait (timers, and a safety net for the stop).
       auto until = detail::steady::now() + std::chrono::milliseconds(200);
       if (auto t = next_timer())
         until = std::min(until, *t);
@@ -797,7 +848,8 @@ supervisor::supervisor(actor_system& sys, supervisor_spec spec, mode m)
     throw std::runtime_error("pactor::supervisor: no endpoint: " + r.error);
   p_->endpoint = r.a;
   p_->sock = std::move(fds.front());
-  p_->box = &detail::mailbox_of(p_->endpoint);
+  p_->box_ring.emplace(detail::mailbox_of(p_->endpoint)); // its own handle
+  p_->box = &*p_->box_ring;
   detail::sup_env env;
   env.self = p_->endpoint;
   env.link = false;
@@ -818,8 +870,13 @@ supervisor::supervisor(actor_system& sys, supervisor_spec spec, mode m)
   }
   if (m == mode::background_thread)
     p_->thread = std::thread([self] { self->run(); });
-  else
+  else {
     p_->poller_slot = p_->box->add_poller();
+    p_->box->arm_poller(); // a down before the first poll() must signal
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (p_->box->readable())
+      p_->box->signal_pollers();
+  }
 }
 
 supervisor::~supervisor() {
@@ -831,13 +888,15 @@ supervisor::~supervisor() {
 }
 
 void supervisor::stop() {
-  if (p_->stopped)
+  if (p_->stopped.exchange(true))
     return;
-  p_->stopped = true;
   p_->stopping.store(true);
   if (p_->thread.joinable()) {
-    detail::send_message(actor_ref(p_->endpoint), actor_ref{}, sup_wake{}, 0,
-                         0);
+    try { // (its waits are bounded: it stops without the message too)
+      detail::send_message(actor_ref(p_->endpoint), actor_ref{}, sup_wake{}, 0,
+                           0);
+    } catch (const std::exception&) {
+    }
     p_->thread.join();
   }
   if (p_->how == mode::event_loop)
@@ -847,6 +906,8 @@ void supervisor::stop() {
     p_->core->close_all();
   // Closing its connection ends the endpoint (the node drops its mailbox).
   p_->sock.reset();
+  if (p_->failure)
+    std::rethrow_exception(p_->failure);
 }
 
 actor_ref supervisor::start_child(const child_spec& spec) {

@@ -104,6 +104,8 @@ public:
                         pactor::this_actor::incarnation()};
       },
       [](const spin_forever&) {
+        if (pactor::this_actor::delivery() > 1)
+          return; // (redelivered to the next incarnation)
         for (;;) {
         }
       },
@@ -401,6 +403,22 @@ BOOST_AUTO_TEST_CASE(a_supervisor_that_gives_up_escalates_to_its_own_supervisor,
   BOOST_CHECK(eventually([&] { return sys.live_actors() == 0; }));
 }
 
+BOOST_AUTO_TEST_CASE(a_killed_supervisor_takes_its_whole_subtree_with_it,
+                     *boost::unit_test::timeout(60)) {
+  pactor::actor_system sys;
+  pactor::supervisor_spec mid;
+  mid.children.push_back(pactor::worker<child>("leaf"));
+  pactor::supervisor_spec top;
+  top.children.push_back(pactor::supervisor_child("mid", mid));
+  top.children.push_back(pactor::worker<child>("sibling"));
+  auto t = pactor::spawn_supervisor(sys, top);
+  pactor::supervisor_ref m(info(t, "mid")->ref);
+  (void)ask(info(m, "leaf")->ref);
+  BOOST_REQUIRE_EQUAL(sys.live_actors(), 4U);
+  sys.kill(t.ref()); // nobody restarts the top one
+  BOOST_CHECK(eventually([&] { return sys.live_actors() == 0; }));
+}
+
 BOOST_AUTO_TEST_CASE(children_start_in_order_and_stop_in_reverse_order,
                      *boost::unit_test::timeout(60)) {
   pactor::actor_system sys;
@@ -452,6 +470,12 @@ BOOST_AUTO_TEST_CASE(
   BOOST_REQUIRE(why);
   BOOST_CHECK(why->kind == pactor::exit_kind::killed);
   BOOST_CHECK_EQUAL(info(sup, "stubborn")->status, "terminated");
+  // Its unread shutdown message is still in its mailbox: the next
+  // incarnation is not stopped by it.
+  sup.restart_child("stubborn");
+  auto first = ask(s);
+  BOOST_CHECK_EQUAL(ask(s).pid, first.pid);
+  BOOST_CHECK_EQUAL(info(sup, "stubborn")->status, "running");
   t0 = std::chrono::steady_clock::now();
   sup.terminate_child("brutal", 20s);
   BOOST_CHECK(std::chrono::steady_clock::now() - t0 < 2s);
