@@ -353,25 +353,6 @@ spawn_wire to_wire(const spawn_options& opts) {
           opts.memory_limit};
 }
 
-spawn_options from_wire(const spawn_wire& w) {
-  spawn_options o;
-  o.name = w.name;
-  o.mailbox_bytes = w.mailbox_bytes;
-  o.mailbox_messages = w.mailbox_messages;
-  o.on_full = w.on_full;
-  o.send_timeout = std::chrono::milliseconds(w.send_timeout_ms);
-  o.spin = std::chrono::nanoseconds(w.spin_ns);
-  o.restart = w.restart;
-  o.state_bytes = w.state_bytes;
-  o.commit_every = w.commit_every;
-  o.on_bad_state = w.on_bad_state;
-  o.keep_mailbox_open = w.keep_mailbox_open;
-  o.limits = w.limits;
-  o.cpus = w.cpus;
-  o.memory_limit = w.memory_limit;
-  return o;
-}
-
 actor_ref spawn_packed(const packed_target& t, const spawn_options& opts) {
   auto w = to_wire(opts);
   rpc_request req{rpc_op::spawn, 0, 0, opts.name, {}};

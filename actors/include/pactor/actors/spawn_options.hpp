@@ -117,7 +117,6 @@ struct spawn_wire {
 /// spawn_options as they travel (validated: std::invalid_argument naming
 /// the field).
 spawn_wire to_wire(const spawn_options& opts);
-spawn_options from_wire(const spawn_wire& w);
 /// What a sender needs to know about a mailbox.
 struct send_policy {
   overflow on_full = overflow::block;
