@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <system_error>
 #include <unistd.h>
 
 namespace pactor::detail {
@@ -322,7 +323,7 @@ void apply_limits(const actor_rec& a) {
     exit_reason r;
     r.kind = exit_kind::exception;
     r.type = "pactor::resource_limit";
-    r.message = what + ": " + std::strerror(err);
+    r.message = what + ": " + std::system_category().message(err);
     rpc_request q{rpc_op::exiting, a.id, 0, {}, {}};
     pack_payload(q.blob, r);
     try {

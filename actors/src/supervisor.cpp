@@ -836,7 +836,7 @@ struct supervisor::impl {
   }
 };
 
-supervisor::supervisor(actor_system& sys, supervisor_spec spec, mode m)
+supervisor::supervisor(actor_system& sys, const supervisor_spec& spec, mode m)
     : p_(std::make_unique<impl>()) {
   (void)sys.self();
   p_->how = m;

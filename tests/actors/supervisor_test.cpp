@@ -243,6 +243,7 @@ BOOST_DATA_TEST_CASE(
   auto kids = sup.which_children();
   BOOST_REQUIRE_EQUAL(kids.size(), 3U);
   std::vector<identity> before;
+  before.reserve(kids.size());
   for (auto& k : kids)
     before.push_back(ask(k.ref));
   auto victim = kids[1];

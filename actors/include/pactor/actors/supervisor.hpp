@@ -272,7 +272,7 @@ supervisor_ref spawn_supervisor(actor_system& sys, const supervisor_spec& spec);
 class supervisor {
 public:
   enum class mode : std::uint8_t { background_thread, event_loop };
-  supervisor(actor_system& sys, supervisor_spec spec,
+  supervisor(actor_system& sys, const supervisor_spec& spec,
              mode m = mode::background_thread);
   ~supervisor();
   supervisor(const supervisor&) = delete;
