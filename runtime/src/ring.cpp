@@ -577,10 +577,17 @@ void ring::read_side(std::span<const std::byte> rec,
     side_ref got{};
     unique_fd block;
     if (!recv_side(socks_->rx, got, block, MSG_PEEK))
-      throw std::runtime_error("pactor: the large record "
-                               + std::to_string(want.id)
-                               + " is missing from the queue socket");
+      // (the words help to find out how: docs/design/queue.md, Known gaps)
+      throw std::runtime_error(
+        "pactor: the large record " + std::to_string(want.id)
+        + " is missing from the queue socket (next id "
+        + std::to_string(h_->side_next) + ", head seq "
+        + std::to_string(seq_of(h_->head.load(std::memory_order_relaxed)))
+        + ", tail seq "
+        + std::to_string(seq_of(h_->tail.load(std::memory_order_relaxed)))
+        + ", " + std::to_string(dropped_orphans_) + " orphans dropped here)");
     if (got.id < want.id) {
+      ++dropped_orphans_;
       unique_fd orphan;
       recv_side(socks_->rx, got, orphan, 0);
       continue;

@@ -273,6 +273,7 @@ private:
   std::uint64_t peeked_number_ = 0;
   std::uint64_t read_ = 0; // mailbox: where the next peek reads when held_
   bool held_ = false;      // mailbox: records held (handled, not acked)
+  std::uint64_t dropped_orphans_ = 0; // side datagrams dropped (diagnostics)
 };
 
 } // namespace pactor::detail
