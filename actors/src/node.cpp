@@ -225,7 +225,7 @@ struct cgroup_base {
   bool v2 = false;
   std::string error;
 };
-cgroup_base memory_cgroup_base() {
+cgroup_base find_memory_cgroup_base() {
   std::string v1_path;
   std::string v2_path;
   bool have_v2 = false;
@@ -297,12 +297,19 @@ cgroup_base memory_cgroup_base() {
   return b;
 }
 
+// Found once per node (the actors it forks inherit the answer): the node's
+// cgroup is where each capped incarnation's own goes.
+const cgroup_base& memory_cgroup_base() {
+  static const cgroup_base base = find_memory_cgroup_base();
+  return base;
+}
+
 // After an incarnation with a memory cap ended: whether the kernel killed it
 // for memory, and its cgroup removed.
 bool reap_cgroup(actor_rec& a) {
   if (a.memory_limit == 0 || a.cgroup.empty())
     return false;
-  auto base = memory_cgroup_base();
+  const auto& base = memory_cgroup_base();
   auto dir = base.dir + "/" + a.cgroup;
   bool oom = false;
   auto ctl
@@ -340,7 +347,7 @@ void apply_limits(const actor_rec& a) {
       fail("setrlimit of resource " + std::to_string(l.resource));
   }
   if (a.memory_limit != 0) {
-    auto base = memory_cgroup_base();
+    const auto& base = memory_cgroup_base();
     if (!base.error.empty()) {
       errno = ENOTSUP;
       fail("memory cap: " + base.error);
@@ -418,10 +425,12 @@ void apply_limits(const actor_rec& a) {
 // Forks the next incarnation of `rec` from its stored target.
 rpc_reply start_incarnation(node_state& n, actor_rec& rec) {
   auto t = decode_payload<packed_target>(rec.target);
-  if (rec.memory_limit != 0)
+  if (rec.memory_limit != 0) {
+    (void)memory_cgroup_base(); // found here: the child inherits it
     rec.cgroup = "pactor-" + std::to_string(n.node_pid) + "-"
                  + std::to_string(rec.id) + "-"
                  + std::to_string(rec.incarnation);
+  }
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
     return {false, 0, 0, "socketpair failed", {}};
