@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <ranges>
 #include <regex>
 #include <stdexcept>
 #include <string>
@@ -580,6 +581,83 @@ double idle_actor_pss_kb(bool) {
   return median(samples);
 }
 
+// ---- pool and executor ----------------------------------------------------
+
+long tiny_square(long x) {
+  return x * x;
+}
+
+void check_squares(const std::vector<long>& got, long n) {
+  if (static_cast<long>(got.size()) != n || got[n / 2] != (n / 2) * (n / 2)
+      || got.back() != (n - 1) * (n - 1))
+    throw std::runtime_error("pool results are wrong");
+}
+
+/// Median tasks/s of `runs` calls of `call(n)` (each timed alone) on a pool
+/// of 2 made (and warmed up) before.
+template <class Call>
+double pool_rate(long n, int runs, Call call) {
+  std::vector<double> rates;
+  for (int r = 0; r < runs; ++r) {
+    auto t0 = clock_type::now();
+    call(n);
+    rates.push_back(static_cast<double>(n) / (ms_since(t0) / 1000.0));
+  }
+  return median(rates);
+}
+
+pactor::pool& bench_pool() {
+  static pactor::pool p(2);
+  static bool warm = [] {
+    (void)p.map(tiny_square, std::views::iota(0L, 1000L));
+    return true;
+  }();
+  (void)warm;
+  return p;
+}
+
+double pool_map_tiny_per_s(bool quick) {
+  auto& p = bench_pool();
+  return pool_rate(quick ? 200000 : 2000000, quick ? 1 : 5, [&p](long n) {
+    check_squares(p.map(tiny_square, std::views::iota(0L, n)), n);
+  });
+}
+
+double pool_map_chunk1_per_s(bool quick) {
+  auto& p = bench_pool();
+  return pool_rate(quick ? 2000 : 20000, quick ? 1 : 7, [&p](long n) {
+    check_squares(p.map(tiny_square, std::views::iota(0L, n), 1), n);
+  });
+}
+
+double pool_imap_unordered_per_s(bool quick) {
+  auto& p = bench_pool();
+  return pool_rate(quick ? 2000 : 20000, quick ? 1 : 7, [&p](long n) {
+    long sum = 0;
+    for (long v : p.imap_unordered(tiny_square, std::views::iota(0L, n)))
+      sum += v;
+    if (sum != (n - 1) * n * (2 * n - 1) / 6)
+      throw std::runtime_error("imap_unordered results are wrong");
+  });
+}
+
+double executor_submit_per_s(bool quick) {
+  pactor::executor ex(2);
+  (void)ex.submit(tiny_square, 1L).get();
+  std::vector<pactor::future<long>> fs;
+  return pool_rate(quick ? 2000 : 20000, quick ? 1 : 7, [&](long n) {
+    fs.clear();
+    fs.reserve(static_cast<std::size_t>(n));
+    for (long i = 0; i < n; ++i)
+      fs.push_back(ex.submit(tiny_square, i));
+    long sum = 0;
+    for (auto& f : fs)
+      sum += f.get();
+    if (sum != (n - 1) * n * (2 * n - 1) / 6)
+      throw std::runtime_error("executor results are wrong");
+  });
+}
+
 std::vector<bench_case> all_cases() {
   return {
     {"spawn_join_ms_fork", "ms",
@@ -648,6 +726,10 @@ std::vector<bench_case> all_cases() {
      [](bool quick) { return pipeline_items_per_s(quick, 5000, 0); }},
     {"pipeline_items_per_s_work5000_chaos20ms", "items/s",
      [](bool quick) { return pipeline_items_per_s(quick, 5000, 20); }},
+    {"pool_map_tiny_tasks_per_s", "tasks/s", pool_map_tiny_per_s},
+    {"pool_map_tiny_tasks_per_s_chunk1", "tasks/s", pool_map_chunk1_per_s},
+    {"pool_imap_unordered_tasks_per_s", "tasks/s", pool_imap_unordered_per_s},
+    {"executor_submit_tasks_per_s", "tasks/s", executor_submit_per_s},
     {"supervisor_restart_ms_p50", "ms",
      [](bool quick) { return supervisor_restart_ms(quick).first; }},
     {"supervisor_restart_ms_p99", "ms",

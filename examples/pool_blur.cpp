@@ -128,7 +128,7 @@ int main(int argc, char** argv) {
   }
   std::printf("blurred %zu images of %dx%d with %zu workers; mean brightness "
               "%.1f (noise averages to about 127.5)\n",
-              written, size, size, pool.size(), mean / results.size());
+              written, size, size, pool.size(), mean / static_cast<double>(results.size()));
   fs::remove_all(dir);
   return written == files.size() ? 0 : 1;
 }

@@ -394,6 +394,70 @@ def actors_1000_spawn_s(quick):
     return secs
 
 
+def tiny_square(x):
+    return x * x
+
+
+def pool_rate(n, runs, call):
+    """Median tasks/s of `runs` timed calls of call(n)."""
+    rates = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        call(n)
+        rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def check_squares(got, n):
+    if len(got) != n or got[n // 2] != (n // 2) ** 2 or got[-1] != (n - 1) ** 2:
+        raise RuntimeError("pool results are wrong")
+
+
+_pool = None
+
+
+def bench_pool():
+    global _pool
+    if _pool is None:
+        _pool = mp.get_context("fork").Pool(2)
+        _pool.map(tiny_square, range(1000))
+    return _pool
+
+
+def pool_map_tiny_per_s(quick):
+    p = bench_pool()
+    return pool_rate(200000 if quick else 2000000, 1 if quick else 3,
+                     lambda n: check_squares(p.map(tiny_square, range(n)), n))
+
+
+def pool_map_chunk1_per_s(quick):
+    p = bench_pool()
+    return pool_rate(2000 if quick else 20000, 1 if quick else 3,
+                     lambda n: check_squares(
+                         p.map(tiny_square, range(n), chunksize=1), n))
+
+
+def pool_imap_unordered_per_s(quick):
+    p = bench_pool()
+
+    def run(n):
+        if sum(p.imap_unordered(tiny_square, range(n))) != (n - 1) * n * (2 * n - 1) // 6:
+            raise RuntimeError("imap_unordered results are wrong")
+    return pool_rate(2000 if quick else 20000, 1 if quick else 3, run)
+
+
+def executor_submit_per_s(quick):
+    import concurrent.futures as cf
+    with cf.ProcessPoolExecutor(2, mp_context=mp.get_context("fork")) as ex:
+        ex.submit(tiny_square, 1).result()
+
+        def run(n):
+            fs = [ex.submit(tiny_square, i) for i in range(n)]
+            if sum(f.result() for f in fs) != (n - 1) * n * (2 * n - 1) // 6:
+                raise RuntimeError("executor results are wrong")
+        return pool_rate(2000 if quick else 20000, 1 if quick else 3, run)
+
+
 def cached(key, fn):
     """Runs fn once per key (p50 and p99 come from the same run)."""
     if key not in _cache:
@@ -445,6 +509,10 @@ CASES = [
     # An idle actor is an idle process here.
     ("idle_actor_pss_kb", "kB", lambda q: idle_pss_kb("fork")),
     ("pipeline_items_per_s", "items/s", pipeline_items_per_s),
+    ("pool_map_tiny_tasks_per_s", "tasks/s", pool_map_tiny_per_s),
+    ("pool_map_tiny_tasks_per_s_chunk1", "tasks/s", pool_map_chunk1_per_s),
+    ("pool_imap_unordered_tasks_per_s", "tasks/s", pool_imap_unordered_per_s),
+    ("executor_submit_tasks_per_s", "tasks/s", executor_submit_per_s),
     ("supervisor_restart_ms_p50", "ms",
      lambda q: cached("sup", lambda: supervisor_restart_ms(q))[0]),
     ("supervisor_restart_ms_p99", "ms",

@@ -82,6 +82,16 @@ constexpr std::size_t flush_bytes = std::size_t{256} << 10;
 constexpr std::uint32_t init_failures_to_break = 3;
 constexpr std::size_t max_outstanding_chunks = 65536;
 
+// Cancel marks: one word per chunk id modulo cancel_slots, (id << 2) |
+// state. The core writes `queued` before a chunk enters the task ring; a
+// worker claims it with a CAS to `claimed`; cancel() wins with a CAS to
+// `cancelled`, and the worker then skips the chunk. A word holding another
+// id (a newer chunk took the slot) means "not cancellable": it runs.
+constexpr std::size_t cancel_slots = 65536;
+constexpr std::uint64_t mark_queued = 0;
+constexpr std::uint64_t mark_claimed = 1;
+constexpr std::uint64_t mark_cancelled = 2;
+
 void put_record(ring& r, std::span<const std::byte> bytes) {
   auto write = [&](std::byte* dst) {
     std::memcpy(dst, bytes.data(), bytes.size());
@@ -118,7 +128,8 @@ std::pair<std::string, std::string> describe_current() {
 }
 
 int worker_run(ring& tasks, ring& results, pactor::array<pool_slot>& slots,
-               const worker_params& p, const bound_runner* bound) {
+               pactor::array<std::uint64_t>& marks, const worker_params& p,
+               const bound_runner* bound) {
   pool_slot& slot = slots[p.index];
   aref(slot.chunk).store(0, std::memory_order_relaxed);
   aref(slot.running).store(0, std::memory_order_relaxed);
@@ -154,6 +165,7 @@ int worker_run(ring& tasks, ring& results, pactor::array<pool_slot>& slots,
     for (std::uint64_t chunks = 0;; ++chunks) {
       if (p.max_tasks != 0 && chunks >= p.max_tasks)
         return 0;
+      bool skip = false;
       auto read = [&](std::span<const std::byte> b) {
         rec.assign(b.begin(), b.end());
         task_header h{};
@@ -161,9 +173,16 @@ int worker_run(ring& tasks, ring& results, pactor::array<pool_slot>& slots,
         aref(slot.running).store(0, std::memory_order_relaxed);
         // Claimed before the record is consumed (docs/design/pool.md).
         aref(slot.chunk).store(h.chunk, std::memory_order_release);
+        auto expected = h.chunk << 2 | mark_queued;
+        aref(marks[h.chunk % cancel_slots])
+          .compare_exchange_strong(expected, h.chunk << 2 | mark_claimed,
+                                   std::memory_order_acq_rel);
+        skip = expected == (h.chunk << 2 | mark_cancelled);
       };
       if (tasks.get(read, wait_limit::forever()) == ring_status::closed)
         return 0;
+      if (skip)
+        continue; // cancelled while it waited in the ring
       task_header h{};
       if (rec.size() < sizeof h)
         continue; // not a chunk: nothing to answer
@@ -223,8 +242,9 @@ int worker_run(ring& tasks, ring& results, pactor::array<pool_slot>& slots,
 }
 
 int pool_worker_entry(ring_handle tasks, ring_handle results,
-                      pactor::array<pool_slot> slots, worker_params p) {
-  return worker_run(tasks.r, results.r, slots, p, nullptr);
+                      pactor::array<pool_slot> slots,
+                      pactor::array<std::uint64_t> marks, worker_params p) {
+  return worker_run(tasks.r, results.r, slots, marks, p, nullptr);
 }
 
 /// Draws a job's progress on stderr: a bar on a terminal, lines otherwise.
@@ -409,6 +429,7 @@ struct pool_core_impl {
   ring_handle tasks;
   ring_handle results;
   pactor::array<pool_slot> slots;
+  pactor::array<std::uint64_t> marks;
   std::vector<worker_rec> workers;
   std::unordered_map<std::uint64_t, chunk_rec> chunks;
   std::deque<std::uint64_t> pending;
@@ -416,6 +437,7 @@ struct pool_core_impl {
   std::uint64_t next_chunk = 1;
   std::size_t max_chunk_bytes = 0;
   bool closed = false;
+  bool retire = false;
   bool ring_closed = false;
   bool terminated = false;
   std::string broken;
@@ -429,7 +451,7 @@ struct pool_core_impl {
       : cfg(std::move(c)), bound(std::move(b)),
         tasks{ring::create({cfg.task_ring_bytes, 0, false})},
         results{ring::create({cfg.result_ring_bytes, 0, false})},
-        slots(cfg.processes) {
+        slots(cfg.processes), marks(cancel_slots, ~std::uint64_t{0}) {
     tasks.r.spin(cfg.spin);
     results.r.spin(cfg.spin);
     max_chunk_bytes = std::clamp<std::size_t>(tasks.r.max_record() / 4,
@@ -462,21 +484,21 @@ struct pool_core_impl {
     if (bound) {
       proc = process(
         with_fork,
-        [t = tasks, r = results, s = slots, p, b = bound]() mutable {
-          return worker_run(t.r, r.r, s, p, &b);
-        });
+        [t = tasks, r = results, s = slots, k = marks, p,
+         b = bound]() mutable { return worker_run(t.r, r.r, s, k, p, &b); });
     } else {
       switch (cfg.method) {
       case start_method::fork:
-        proc = process(with_fork, &pool_worker_entry, tasks, results, slots, p);
+        proc = process(with_fork, &pool_worker_entry, tasks, results, slots,
+                       marks, p);
         break;
       case start_method::spawn:
-        proc
-          = process(with_spawn, &pool_worker_entry, tasks, results, slots, p);
+        proc = process(with_spawn, &pool_worker_entry, tasks, results, slots,
+                       marks, p);
         break;
       case start_method::forkserver:
         proc = process(with_forkserver, &pool_worker_entry, tasks, results,
-                       slots, p);
+                       slots, marks, p);
         break;
       }
     }
@@ -595,6 +617,8 @@ struct pool_core_impl {
         continue;
       }
       auto& rec = it->second.record;
+      aref(marks[it->first % cancel_slots])
+        .store(it->first << 2 | mark_queued, std::memory_order_release);
       auto write = [&](std::byte* dst) {
         std::memcpy(dst, rec.data(), rec.size());
       };
@@ -746,7 +770,7 @@ struct pool_core_impl {
               + (code < 0 ? "signal " + std::to_string(-code)
                           : "exit code " + std::to_string(code))
               + ")";
-      if (++init_failures >= init_failures_to_break && alive_count() == 0)
+      if (++init_failures >= init_failures_to_break)
         break_pool("pactor::pool_broken: workers fail to start: " + why);
       else
         respawn(i);
@@ -894,6 +918,10 @@ struct pool_core_impl {
       report(*j, true);
       j->on_finished();
     }
+    if (retire && jobs.empty() && chunks.empty() && !ring_closed) {
+      ring_closed = true;
+      tasks.r.close(); // the workers exit; terminate() reaps them
+    }
   }
 
   /// Fails every unresolved item and ends every job with `e`.
@@ -1023,9 +1051,20 @@ bool pool_core::cancel(job_base& job) {
   std::lock_guard lk(m.mu);
   if (job.finished)
     return job.cancelled;
+  std::vector<std::uint64_t> in_ring;
   for (auto& [id, c] : m.chunks)
     if (c.job.get() == &job && c.in_ring)
-      return false;
+      in_ring.push_back(id);
+  if (in_ring.size() > 1)
+    return false; // one CAS cannot take several chunks back at once
+  if (in_ring.size() == 1) {
+    auto id = in_ring.front();
+    auto expected = id << 2 | mark_queued;
+    if (!aref(m.marks[id % cancel_slots])
+           .compare_exchange_strong(expected, id << 2 | mark_cancelled,
+                                    std::memory_order_acq_rel))
+      return false; // a worker has it
+  }
   std::erase_if(m.chunks, [&job](const auto& kv) {
     return kv.second.job.get() == &job;
   });
@@ -1043,6 +1082,16 @@ void pool_core::cancel_pending() {
   for (auto& j : snapshot)
     if (!j->finished)
       cancel(*j);
+}
+
+void pool_core::retire_when_idle() noexcept {
+  std::lock_guard lk(impl_->mu);
+  impl_->retire = true;
+}
+
+bool pool_core::idle() noexcept {
+  std::lock_guard lk(impl_->mu);
+  return impl_->jobs.empty() && impl_->chunks.empty();
 }
 
 void pool_core::close() {
@@ -1152,8 +1201,56 @@ pool::pool(std::size_t processes, pool_options opts) : opts_(std::move(opts)) {
 }
 
 pool::~pool() {
+  for (auto& c : bound_)
+    c->terminate();
   if (core_)
     core_->terminate();
+}
+
+std::shared_ptr<detail::pool_core> pool::bound_core(detail::bound_runner run,
+                                                    std::size_t workers) {
+  prune_bound();
+  if (core_->closed())
+    throw std::logic_error("pactor::pool: the pool is closed (no new work "
+                           "after close())");
+  auto cfg = core_->config();
+  if (cfg.method != start_method::fork)
+    throw std::logic_error(
+      "pactor::pool: a task with captures needs a fork pool (a spawn or "
+      "forkserver worker cannot receive a lambda's captures); use a function "
+      "or a captureless lambda and pass the data as arguments");
+  cfg.processes = workers;
+  cfg.name += "-bound";
+  auto core = std::make_shared<detail::pool_core>(std::move(cfg), std::move(run));
+  core->retire_when_idle();
+  bound_.push_back(core);
+  return core;
+}
+
+void pool::prune_bound() noexcept {
+  std::erase_if(bound_, [](const std::shared_ptr<detail::pool_core>& c) {
+    if (!c->idle())
+      return false;
+    c->terminate();
+    return true;
+  });
+}
+
+void pool::release(const std::shared_ptr<detail::pool_core>& core) noexcept {
+  if (core == core_)
+    return;
+  core->terminate();
+  std::erase(bound_, core);
+}
+
+std::size_t pool::bound_workers(std::optional<std::size_t> total,
+                                std::size_t chunksize) const noexcept {
+  std::size_t n = size();
+  if (total) {
+    auto chunks = (*total + chunksize - 1) / std::max<std::size_t>(chunksize, 1);
+    n = std::min(n, std::max<std::size_t>(chunks, 1));
+  }
+  return n;
 }
 
 void pool::close() {
@@ -1161,14 +1258,24 @@ void pool::close() {
 }
 
 void pool::join() {
-  core_->join(detail::wait_limit::forever());
+  join_until(detail::wait_limit::forever());
 }
 
 bool pool::join_until(detail::wait_limit limit) {
+  if (!core_->closed())
+    throw std::logic_error("pactor::pool::join: close() or terminate() first");
+  for (auto& c : bound_) {
+    if (!c->run_until([&c] { return c->idle(); }, limit))
+      return false;
+  }
+  prune_bound();
   return core_->join(limit);
 }
 
 void pool::terminate() noexcept {
+  for (auto& c : bound_)
+    c->terminate();
+  bound_.clear();
   if (core_)
     core_->terminate();
 }

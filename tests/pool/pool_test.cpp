@@ -11,6 +11,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
+#include <functional>
 #include <chrono>
 #include <csignal>
 #include <numeric>
@@ -67,10 +68,6 @@ int hang_at_2(int x) {
   if (x == 2)
     the_probe()->never.wait(30s);
   return x;
-}
-int sleep_ms(int ms) {
-  the_probe()->never.wait(std::chrono::milliseconds(ms));
-  return ms;
 }
 int announce_then_sleep_ms(int ms) {
   pool_test::announce();
@@ -401,6 +398,44 @@ BOOST_AUTO_TEST_CASE(futures_time_out_call_back_and_cancel) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_CASE(a_lambda_with_captures_runs_on_workers_forked_for_it) {
+  pactor::pool p(2);
+  std::string prefix = "item-";
+  int k = 3;
+  auto label = [prefix, k](int x) { return prefix + std::to_string(x * k); };
+  auto got = p.map(label, std::views::iota(0, 100), 7);
+  BOOST_REQUIRE_EQUAL(got.size(), 100U);
+  BOOST_TEST(got[0] == "item-0");
+  BOOST_TEST(got[99] == "item-297");
+  std::vector<std::string> streamed;
+  for (auto& s : p.imap(label, std::views::iota(0, 5)))
+    streamed.push_back(s);
+  BOOST_TEST(streamed.back() == "item-12");
+  auto f = p.apply_async([k](int a, int b) { return a * b * k; }, 2, 5);
+  BOOST_TEST(f.get(10s) == 30);
+  std::function<int(int)> fn = [k](int x) { return x + k; };
+  BOOST_TEST(p.map(fn, std::vector<int>{1, 2}) == (std::vector<int>{4, 5}),
+             boost::test_tools::per_element());
+  // A capturing task that crashes fails alone, as any other.
+  auto o = outcomes(p.imap([k](int x) { return segfault_at_3(x) + k; },
+                           std::views::iota(0, 5)));
+  BOOST_TEST(o[3].find("killed by signal 11") != std::string::npos);
+  BOOST_TEST(o[4] == "7");
+  BOOST_TEST(p.apply(square, 4) == 16); // the pool's own workers are intact
+}
+
+BOOST_AUTO_TEST_CASE(a_lambda_with_captures_on_a_spawn_pool_is_a_clear_error) {
+  pactor::pool p(1, {.method = pactor::start_method::spawn});
+  int k = 2;
+  BOOST_CHECK_EXCEPTION(
+    (void)p.map([k](int x) { return x * k; }, std::vector<int>{1}),
+    std::logic_error, [](const std::logic_error& e) {
+      return std::string(e.what()).find("needs a fork pool")
+             != std::string::npos;
+    });
+  BOOST_TEST(p.apply(square, 3) == 9);
+}
 
 BOOST_AUTO_TEST_CASE(max_tasks_per_child_replaces_workers) {
   pactor::pool p(1, {.max_tasks_per_child = 2});

@@ -172,7 +172,7 @@ struct pool_options {
   /// items otherwise). A chunk is also cut at 1 MiB of encoded arguments.
   std::size_t chunksize = 0;
   /// fork (default: get_start_method()), spawn or forkserver.
-  std::optional<start_method> method;
+  std::optional<start_method> method{};
   /// A worker is replaced after this many chunks (0 = never).
   std::size_t max_tasks_per_child = 0;
   /// How many times a task whose worker died is run again before it fails
@@ -182,10 +182,10 @@ struct pool_options {
   /// killed and replaced (0 = no limit).
   std::chrono::milliseconds task_timeout{0};
   /// Runs in each worker when it starts.
-  std::optional<pool_initializer> init;
+  std::optional<pool_initializer> init{};
   /// Called (in the calling thread) as map, starmap, imap and map_async
   /// calls advance, and once at the end.
-  std::function<void(const progress_info&)> on_progress;
+  std::function<void(const progress_info&)> on_progress{};
   /// Draws a progress bar with rate and ETA on stderr for map, starmap and
   /// imap calls (plain lines when stderr is not a terminal).
   bool progress_bar = false;
@@ -233,15 +233,67 @@ concept task_function = captureless_function<std::remove_cvref_t<F>>;
 template <class F>
 using fn_ptr_t = decltype(+std::declval<std::remove_cvref_t<F>&>());
 
+/// The signature of a callable object's (non-generic) operator().
+template <class M>
+struct member_traits;
+template <class C, class R, class... P>
+struct member_traits<R (C::*)(P...)> {
+  using result = R;
+  static constexpr std::size_t arity = sizeof...(P);
+  template <bool Star>
+  using item = item_of<Star, P...>;
+};
+template <class C, class R, class... P>
+struct member_traits<R (C::*)(P...) const> : member_traits<R (C::*)(P...)> {};
+template <class C, class R, class... P>
+struct member_traits<R (C::*)(P...) noexcept>
+    : member_traits<R (C::*)(P...)> {};
+template <class C, class R, class... P>
+struct member_traits<R (C::*)(P...) const noexcept>
+    : member_traits<R (C::*)(P...)> {};
+
+/// A callable with captures: copyable, with one non-template operator().
 template <class F>
-using task_result_t = typename fn_traits<fn_ptr_t<F>>::result;
+concept bound_callable = std::copy_constructible<std::remove_cvref_t<F>>
+                         && requires { &std::remove_cvref_t<F>::operator(); };
 
 template <class F>
-void check_task_function() {
-  static_assert(task_function<F>,
-                "pactor::pool: a task must be a function or a captureless "
-                "lambda (it travels to the workers as an address); pass the "
-                "data as arguments");
+struct task_traits_impl {
+  static_assert(task_function<F> || bound_callable<F>,
+                "pactor::pool: a task must be a function, a lambda or a "
+                "copyable function object with one non-template operator() "
+                "(a generic lambda has no signature to encode its arguments "
+                "with)");
+};
+template <class F>
+requires task_function<F>
+struct task_traits_impl<F> : fn_traits<fn_ptr_t<F>> {};
+template <class F>
+requires(!task_function<F> && bound_callable<F>)
+struct task_traits_impl<F>
+    : member_traits<decltype(&std::remove_cvref_t<F>::operator())> {};
+
+template <class F>
+using task_traits = task_traits_impl<F>;
+
+template <class F>
+using task_result_t = typename task_traits<F>::result;
+
+/// The chunk runner a bound core's workers hold for a callable with
+/// captures (forked with a copy of it).
+template <bool Star, class F>
+bound_runner make_bound_runner(const F& f) {
+  using traits = task_traits<F>;
+  using R = typename traits::result;
+  using item_t = typename traits::template item<Star>;
+  return [f](const msgpack::object& items, chunk_context& ctx) mutable {
+    run_items<item_t, R>(items, ctx, [&f](item_t&& v) -> R {
+      if constexpr (Star)
+        return std::apply(f, std::move(v));
+      else
+        return f(std::move(v));
+    });
+  };
 }
 
 /// The shared state of an async_result.
@@ -702,15 +754,15 @@ public:
   /// map without waiting: a future of the whole vector.
   template <class F, std::ranges::input_range Rng>
   auto map_async(F&& f, Rng&& items, std::size_t chunksize = 0) {
-    detail::check_task_function<F>();
     using R = detail::task_result_t<F>;
     using V = std::vector<detail::result_value_t<R>>;
-    auto job = make_map_job<false>(f, std::forward<Rng>(items), chunksize);
+    auto [job, core]
+      = make_map_job<false>(f, std::forward<Rng>(items), chunksize);
     auto st = std::make_shared<detail::result_state<V>>();
-    st->core = core_;
+    st->core = core;
     st->job = job;
     job->future = st;
-    core_->submit(job);
+    core->submit(job);
     return async_result<V>(std::move(st));
   }
 
@@ -736,8 +788,7 @@ public:
   /// f(args...) in a worker, without waiting.
   template <class F, class... A>
   auto apply_async(F&& f, A&&... args) {
-    detail::check_task_function<F>();
-    using traits = detail::fn_traits<detail::fn_ptr_t<F>>;
+    using traits = detail::task_traits<F>;
     using R = typename traits::result;
     static_assert(traits::arity == sizeof...(A),
                   "pactor::pool::apply: the function takes a different "
@@ -745,14 +796,13 @@ public:
     using item_t = typename traits::template item<true>;
     auto job = std::make_shared<detail::apply_job<R, item_t>>(
       item_t(std::forward<A>(args)...));
-    job->runner = traits::template runner<true>();
-    job->function = reinterpret_cast<detail::erased_fn>(+f);
+    auto core = core_for<true>(f, *job, 1);
     job->indexed = false;
     auto st = std::make_shared<detail::result_state<R>>();
-    st->core = core_;
+    st->core = core;
     st->job = job;
     job->future = st;
-    core_->submit(job);
+    core->submit(job);
     return async_result<R>(std::move(st));
   }
 
@@ -782,6 +832,33 @@ public:
   }
 
 private:
+  /// Where a call with `f` runs: the pool's core for a function, a bound
+  /// core of `workers` fork workers holding a copy of `f` otherwise (sets
+  /// the job's runner and function).
+  template <bool Star, class F>
+  std::shared_ptr<detail::pool_core> core_for(F& f, detail::job_base& job,
+                                              std::size_t workers) {
+    using traits = detail::task_traits<F>;
+    if constexpr (detail::task_function<F>) {
+      job.runner = traits::template runner<Star>();
+      job.function = reinterpret_cast<detail::erased_fn>(+f);
+      prune_bound();
+      return core_;
+    } else {
+      job.runner = nullptr;
+      job.function = nullptr;
+      return bound_core(detail::make_bound_runner<Star>(f), workers);
+    }
+  }
+  std::shared_ptr<detail::pool_core> bound_core(detail::bound_runner run,
+                                                std::size_t workers);
+  /// Stops bound cores whose work is done.
+  void prune_bound() noexcept;
+  /// Stops `core` now if it is a bound one (its call returned).
+  void release(const std::shared_ptr<detail::pool_core>& core) noexcept;
+  [[nodiscard]] std::size_t bound_workers(std::optional<std::size_t> total,
+                                          std::size_t chunksize) const noexcept;
+
   bool join_until(detail::wait_limit limit);
 
   std::size_t pick_chunksize(std::size_t requested,
@@ -789,7 +866,7 @@ private:
 
   template <bool Star, class F, class Rng>
   auto make_map_job(F& f, Rng&& items, std::size_t chunksize) {
-    using traits = detail::fn_traits<detail::fn_ptr_t<F>>;
+    using traits = detail::task_traits<F>;
     using R = typename traits::result;
     using item_t = typename traits::template item<Star>;
     static_assert(Star || traits::arity == 1,
@@ -801,23 +878,23 @@ private:
       total = static_cast<std::size_t>(std::ranges::size(items));
     auto job = std::make_shared<detail::map_job<R, item_t, V>>(
       std::views::all(std::forward<Rng>(items)));
-    job->runner = traits::template runner<Star>();
-    job->function = reinterpret_cast<detail::erased_fn>(+f);
     job->chunksize = pick_chunksize(chunksize, total);
     job->known_total = total.value_or(0);
     job->report_progress = true;
-    return job;
+    auto core = core_for<Star>(f, *job, bound_workers(total, job->chunksize));
+    return std::pair(std::move(job), std::move(core));
   }
 
   template <bool Star, class F, class Rng>
   auto run_map(F& f, Rng&& items, std::size_t chunksize) {
-    detail::check_task_function<F>();
     using R = detail::task_result_t<F>;
-    auto job = make_map_job<Star>(f, std::forward<Rng>(items), chunksize);
-    core_->submit(job);
-    core_->run_until([&job] { return job->finished; },
-                     detail::wait_limit::forever());
-    std::lock_guard lk(core_->mutex());
+    auto [job, core]
+      = make_map_job<Star>(f, std::forward<Rng>(items), chunksize);
+    core->submit(job);
+    core->run_until([&job] { return job->finished; },
+                    detail::wait_limit::forever());
+    release(core);
+    std::lock_guard lk(core->mutex());
     if constexpr (std::is_void_v<R>)
       job->take();
     else
@@ -826,32 +903,33 @@ private:
 
   template <bool Ordered, class F, class Rng>
   auto run_stream(F& f, Rng&& items, std::size_t chunksize) {
-    detail::check_task_function<F>();
-    using traits = detail::fn_traits<detail::fn_ptr_t<F>>;
+    using traits = detail::task_traits<F>;
     using R = typename traits::result;
     using item_t = typename traits::template item<false>;
     static_assert(traits::arity == 1, "pactor::pool::imap: the function must "
                                       "take one argument");
     using V = std::views::all_t<Rng>;
     using job_t = detail::stream_job<R, item_t, V, Ordered>;
+    std::optional<std::size_t> total;
+    if constexpr (std::ranges::sized_range<Rng>)
+      total = static_cast<std::size_t>(std::ranges::size(items));
     auto job = std::make_shared<job_t>(std::views::all(std::forward<Rng>(items)));
-    job->runner = traits::template runner<false>();
-    job->function = reinterpret_cast<detail::erased_fn>(+f);
     job->chunksize = chunksize == 0 ? 1 : chunksize;
     job->read_ahead = read_ahead(job->chunksize);
-    if constexpr (std::ranges::sized_range<Rng>)
-      job->known_total = static_cast<std::size_t>(std::ranges::size(items));
+    job->known_total = total.value_or(0);
     job->report_progress = true;
-    core_->submit(job);
+    auto core = core_for<false>(f, *job, bound_workers(total, job->chunksize));
+    core->submit(job);
     job_t* raw = job.get();
     return imap_result<R>(
-      core_, job, [raw] { return raw->has_next(); },
+      core, job, [raw] { return raw->has_next(); },
       [raw] { return raw->take_next(); });
   }
 
   [[nodiscard]] std::size_t read_ahead(std::size_t chunksize) const noexcept;
 
   std::shared_ptr<detail::pool_core> core_;
+  std::vector<std::shared_ptr<detail::pool_core>> bound_;
   pool_options opts_;
 };
 

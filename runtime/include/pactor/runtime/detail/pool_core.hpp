@@ -328,6 +328,10 @@ public:
   bool cancel(job_base& job);
   /// Cancels every job none of whose chunks is in the task ring yet.
   void cancel_pending();
+  /// A bound core: once its jobs are finished its workers are told to exit.
+  void retire_when_idle() noexcept;
+  /// Whether every job submitted has finished.
+  [[nodiscard]] bool idle() noexcept;
   /// Refuses new jobs; the workers exit once the work is done (join).
   void close();
   [[nodiscard]] bool closed() const noexcept;
