@@ -98,13 +98,15 @@ int main(int argc, char** argv) {
   CLI::App app("Blurs generated PGM images in a process pool.");
   int images = 200;
   int size = 256;
-  app.add_option("--images", images, "How many images")->check(CLI::Range(1, 100000));
-  app.add_option("--size", size, "Width and height in pixels")->check(CLI::Range(8, 4096));
+  app.add_option("--images", images, "How many images")
+    ->check(CLI::Range(1, 100000));
+  app.add_option("--size", size, "Width and height in pixels")
+    ->check(CLI::Range(8, 4096));
   CLI11_PARSE(app, argc, argv);
 
   // Generated input in a temporary directory, removed at the end.
-  auto dir = fs::temp_directory_path()
-             / ("pactor-blur-" + std::to_string(::getpid()));
+  auto dir
+    = fs::temp_directory_path() / ("pactor-blur-" + std::to_string(::getpid()));
   fs::create_directories(dir);
   std::vector<std::string> files;
   std::mt19937 rng(42);
@@ -128,7 +130,8 @@ int main(int argc, char** argv) {
   }
   std::printf("blurred %zu images of %dx%d with %zu workers; mean brightness "
               "%.1f (noise averages to about 127.5)\n",
-              written, size, size, pool.size(), mean / static_cast<double>(results.size()));
+              written, size, size, pool.size(),
+              mean / static_cast<double>(results.size()));
   fs::remove_all(dir);
   return written == files.size() ? 0 : 1;
 }

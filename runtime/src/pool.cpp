@@ -1,9 +1,9 @@
 // The pool's core, its workers and its progress bar (docs/design/pool.md).
 
-#include "internal.hpp"
-
 #include <pactor/runtime/pool.hpp>
 #include <pactor/runtime/value.hpp>
+
+#include "internal.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -93,9 +93,8 @@ constexpr std::uint64_t mark_claimed = 1;
 constexpr std::uint64_t mark_cancelled = 2;
 
 void put_record(ring& r, std::span<const std::byte> bytes) {
-  auto write = [&](std::byte* dst) {
-    std::memcpy(dst, bytes.data(), bytes.size());
-  };
+  auto write
+    = [&](std::byte* dst) { std::memcpy(dst, bytes.data(), bytes.size()); };
   if (r.put(bytes.size(), write, wait_limit::forever()) != ring_status::ok)
     throw pool_gone{};
 }
@@ -140,12 +139,12 @@ int worker_run(ring& tasks, ring& results, pactor::array<pool_slot>& slots,
   if (p.has_init) {
     std::string failure;
     try {
-      auto tramp
-        = reinterpret_cast<trampoline_fn>(resolve_function_ref(p.init.trampoline));
+      auto tramp = reinterpret_cast<trampoline_fn>(
+        resolve_function_ref(p.init.trampoline));
       tramp(resolve_function_ref(p.init.function), p.init.args);
     } catch (const exit_request& e) {
-      failure = "the initializer called pactor::exit("
-                + std::to_string(e.code) + ")";
+      failure
+        = "the initializer called pactor::exit(" + std::to_string(e.code) + ")";
     } catch (...) {
       auto [type, what] = describe_current();
       failure = "the initializer threw " + type + ": " + what;
@@ -267,21 +266,20 @@ public:
       std::string bar(static_cast<std::size_t>(fill), '#');
       bar.resize(width, '.');
       if (p.total != 0)
-        std::fprintf(stderr, "\r[%s] %3.0f%% %zu/%zu %.0f/s ETA %s ",
-                     bar.c_str(), 100.0 * static_cast<double>(p.done)
-                                    / static_cast<double>(p.total),
-                     p.done, p.total, p.rate, eta);
+        std::fprintf(
+          stderr, "\r[%s] %3.0f%% %zu/%zu %.0f/s ETA %s ", bar.c_str(),
+          100.0 * static_cast<double>(p.done) / static_cast<double>(p.total),
+          p.done, p.total, p.rate, eta);
       else
         std::fprintf(stderr, "\r%zu done %.0f/s ", p.done, p.rate);
       if (final)
         std::fprintf(stderr, "\n");
     } else {
       if (p.total != 0)
-        std::fprintf(stderr, "progress: %zu/%zu (%.0f%%) %.0f/s ETA %s\n",
-                     p.done, p.total,
-                     100.0 * static_cast<double>(p.done)
-                       / static_cast<double>(p.total),
-                     p.rate, eta);
+        std::fprintf(
+          stderr, "progress: %zu/%zu (%.0f%%) %.0f/s ETA %s\n", p.done, p.total,
+          100.0 * static_cast<double>(p.done) / static_cast<double>(p.total),
+          p.rate, eta);
       else
         std::fprintf(stderr, "progress: %zu done %.0f/s\n", p.done, p.rate);
     }
@@ -448,15 +446,15 @@ struct pool_core_impl {
   progress_bar bar;
 
   pool_core_impl(pool_core_config c, bound_runner b)
-      : cfg(std::move(c)), bound(std::move(b)),
-        tasks{ring::create({cfg.task_ring_bytes, 0, false})},
+      : cfg(std::move(c)),
+        bound(std::move(b)), tasks{ring::create(
+                               {cfg.task_ring_bytes, 0, false})},
         results{ring::create({cfg.result_ring_bytes, 0, false})},
         slots(cfg.processes), marks(cancel_slots, ~std::uint64_t{0}) {
     tasks.r.spin(cfg.spin);
     results.r.spin(cfg.spin);
-    max_chunk_bytes = std::clamp<std::size_t>(tasks.r.max_record() / 4,
-                                              std::size_t{4} << 10,
-                                              std::size_t{1} << 20);
+    max_chunk_bytes = std::clamp<std::size_t>(
+      tasks.r.max_record() / 4, std::size_t{4} << 10, std::size_t{1} << 20);
     workers.resize(cfg.processes);
   }
 
@@ -482,10 +480,10 @@ struct pool_core_impl {
     }
     process proc;
     if (bound) {
-      proc = process(
-        with_fork,
-        [t = tasks, r = results, s = slots, k = marks, p,
-         b = bound]() mutable { return worker_run(t.r, r.r, s, k, p, &b); });
+      proc = process(with_fork, [t = tasks, r = results, s = slots, k = marks,
+                                 p, b = bound]() mutable {
+        return worker_run(t.r, r.r, s, k, p, &b);
+      });
     } else {
       switch (cfg.method) {
       case start_method::fork:
@@ -523,10 +521,9 @@ struct pool_core_impl {
     auto it = refs_cache.find(key);
     if (it == refs_cache.end()) {
       std::vector<std::byte> bytes;
-      pack_payload(bytes,
-                   std::pair(make_function_ref(
-                               reinterpret_cast<erased_fn>(job.runner)),
-                             make_function_ref(job.function)));
+      pack_payload(bytes, std::pair(make_function_ref(
+                                      reinterpret_cast<erased_fn>(job.runner)),
+                                    make_function_ref(job.function)));
       it = refs_cache.emplace(key, std::move(bytes)).first;
     }
     return it->second;
@@ -594,14 +591,13 @@ struct pool_core_impl {
                   std::uint32_t from, std::uint32_t to, unsigned attempts) {
     if (from >= to)
       return;
-    add_chunk(c.job, c.index0 + from, to - from,
-              std::span(c.record).subspan(bounds[from],
-                                          bounds[to] - bounds[from]),
-              attempts, true);
+    add_chunk(
+      c.job, c.index0 + from, to - from,
+      std::span(c.record).subspan(bounds[from], bounds[to] - bounds[from]),
+      attempts, true);
   }
 
-  void resolve_error(chunk_rec& c, std::uint32_t offset,
-                     std::exception_ptr e) {
+  void resolve_error(chunk_rec& c, std::uint32_t offset, std::exception_ptr e) {
     c.job->on_error(c.index0 + offset, std::move(e));
     ++c.job->resolved;
   }
@@ -619,11 +615,9 @@ struct pool_core_impl {
       auto& rec = it->second.record;
       aref(marks[it->first % cancel_slots])
         .store(it->first << 2 | mark_queued, std::memory_order_release);
-      auto write = [&](std::byte* dst) {
-        std::memcpy(dst, rec.data(), rec.size());
-      };
-      if (tasks.r.put(rec.size(), write, wait_limit::none())
-          != ring_status::ok)
+      auto write
+        = [&](std::byte* dst) { std::memcpy(dst, rec.data(), rec.size()); };
+      if (tasks.r.put(rec.size(), write, wait_limit::none()) != ring_status::ok)
         break;
       it->second.in_ring = true;
       pending.pop_front();
@@ -707,31 +701,30 @@ struct pool_core_impl {
         type = std::move(tm.first);
         message = std::move(tm.second);
       } catch (const std::exception& e) {
-        message = std::string("(its error record did not decode: ")
-                  + e.what() + ")";
+        message
+          = std::string("(its error record did not decode: ") + e.what() + ")";
       }
       job.on_error(c.index0 + h.offset,
-                   std::make_exception_ptr(task_error(
-                     c.index0 + h.offset, job.indexed, std::move(type),
-                     std::move(message))));
+                   std::make_exception_ptr(
+                     task_error(c.index0 + h.offset, job.indexed,
+                                std::move(type), std::move(message))));
       ++job.resolved;
     } else {
       try {
         scratch_zone zone;
         auto obj = unpack_checked(zone.get(), payload, decode_limits{}, 0,
                                   "pactor::pool results");
-        if (obj.type != msgpack::type::ARRAY
-            || obj.via.array.size != h.count)
+        if (obj.type != msgpack::type::ARRAY || obj.via.array.size != h.count)
           throw std::runtime_error("a result record of the wrong shape");
         job.on_values(c.index0 + h.offset + skip, obj.via.array.ptr + skip,
                       h.count - skip);
       } catch (const std::exception& e) {
         for (auto i = h.offset + skip; i < h.offset + h.count; ++i)
-          job.on_error(c.index0 + i,
-                       std::make_exception_ptr(task_error(
-                         c.index0 + i, job.indexed, exception_type_name(e),
-                         std::string("the result did not decode: ")
-                           + e.what())));
+          job.on_error(
+            c.index0 + i,
+            std::make_exception_ptr(task_error(
+              c.index0 + i, job.indexed, exception_type_name(e),
+              std::string("the result did not decode: ") + e.what())));
       }
       job.resolved += h.count - skip;
     }
@@ -892,8 +885,8 @@ struct pool_core_impl {
     p.elapsed_s = std::chrono::duration<double>(now - job.started).count();
     p.rate = p.elapsed_s > 0 ? static_cast<double>(p.done) / p.elapsed_s : 0;
     if (p.total != 0 && p.rate > 0)
-      p.eta_s = static_cast<double>(p.total - std::min(p.total, p.done))
-                / p.rate;
+      p.eta_s
+        = static_cast<double>(p.total - std::min(p.total, p.done)) / p.rate;
     if (cfg.progress_bar)
       bar.draw(p, final);
     if (cfg.on_progress)
@@ -978,7 +971,8 @@ struct pool_core_impl {
 };
 
 pool_core::pool_core(pool_core_config cfg, bound_runner bound)
-    : impl_(std::make_unique<pool_core_impl>(std::move(cfg), std::move(bound))) {
+    : impl_(
+      std::make_unique<pool_core_impl>(std::move(cfg), std::move(bound))) {
   auto& m = *impl_;
   try {
     for (std::size_t i = 0; i < m.workers.size(); ++i)
@@ -1016,8 +1010,7 @@ void pool_core::submit(std::shared_ptr<job_base> job) {
   m.step();
 }
 
-bool pool_core::run_until(const std::function<bool()>& done,
-                          wait_limit limit) {
+bool pool_core::run_until(const std::function<bool()>& done, wait_limit limit) {
   auto& m = *impl_;
   std::lock_guard lk(m.mu);
   for (;;) {
@@ -1065,9 +1058,8 @@ bool pool_core::cancel(job_base& job) {
                                     std::memory_order_acq_rel))
       return false; // a worker has it
   }
-  std::erase_if(m.chunks, [&job](const auto& kv) {
-    return kv.second.job.get() == &job;
-  });
+  std::erase_if(m.chunks,
+                [&job](const auto& kv) { return kv.second.job.get() == &job; });
   job.cancelled = true;
   job.exhausted = true;
   job.produced = job.resolved;
@@ -1221,7 +1213,8 @@ std::shared_ptr<detail::pool_core> pool::bound_core(detail::bound_runner run,
       "or a captureless lambda and pass the data as arguments");
   cfg.processes = workers;
   cfg.name += "-bound";
-  auto core = std::make_shared<detail::pool_core>(std::move(cfg), std::move(run));
+  auto core
+    = std::make_shared<detail::pool_core>(std::move(cfg), std::move(run));
   core->retire_when_idle();
   bound_.push_back(core);
   return core;
@@ -1247,7 +1240,8 @@ std::size_t pool::bound_workers(std::optional<std::size_t> total,
                                 std::size_t chunksize) const noexcept {
   std::size_t n = size();
   if (total) {
-    auto chunks = (*total + chunksize - 1) / std::max<std::size_t>(chunksize, 1);
+    auto chunks
+      = (*total + chunksize - 1) / std::max<std::size_t>(chunksize, 1);
     n = std::min(n, std::max<std::size_t>(chunks, 1));
   }
   return n;

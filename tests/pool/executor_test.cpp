@@ -52,7 +52,8 @@ BOOST_AUTO_TEST_CASE(submit_and_map) {
   std::vector<int> got;
   for (int v : ex.map(square, std::vector<int>{1, 2, 3}))
     got.push_back(v);
-  BOOST_TEST(got == (std::vector<int>{1, 4, 9}), boost::test_tools::per_element());
+  BOOST_TEST(got == (std::vector<int>{1, 4, 9}),
+             boost::test_tools::per_element());
 }
 
 BOOST_AUTO_TEST_CASE(map_with_a_timeout_raises_timeout_error) {

@@ -11,9 +11,9 @@
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
-#include <functional>
 #include <chrono>
 #include <csignal>
+#include <functional>
 #include <numeric>
 #include <ranges>
 #include <set>
@@ -120,8 +120,8 @@ std::vector<std::string> outcomes(pactor::imap_result<R> r) {
 
 BOOST_FIXTURE_TEST_SUITE(pool, pactor_test::no_leftovers)
 
-BOOST_DATA_TEST_CASE(map_returns_results_in_input_order, bdata::make(all_methods),
-                     method) {
+BOOST_DATA_TEST_CASE(map_returns_results_in_input_order,
+                     bdata::make(all_methods), method) {
   pactor::pool p(2, {.method = method});
   BOOST_TEST(p.map(square, std::views::iota(0, 100)) == squares_of(100),
              boost::test_tools::per_element());
@@ -135,7 +135,8 @@ BOOST_DATA_TEST_CASE(map_returns_results_in_input_order, bdata::make(all_methods
 BOOST_AUTO_TEST_CASE(map_with_any_chunksize_and_void_tasks) {
   pactor::pool p(2);
   for (std::size_t chunk : {1, 3, 7, 1000})
-    BOOST_TEST(p.map(square, std::views::iota(0, 500), chunk) == squares_of(500),
+    BOOST_TEST(p.map(square, std::views::iota(0, 500), chunk)
+                 == squares_of(500),
                boost::test_tools::per_element());
   p.map(nothing, std::views::iota(0, 10)); // compiles and returns
 }
@@ -145,7 +146,8 @@ BOOST_AUTO_TEST_CASE(a_large_map_crosses_many_chunks) {
   std::vector<std::string> words;
   for (int i = 0; i < 20000; ++i)
     words.push_back(std::string(static_cast<std::size_t>(i % 300), 'x'));
-  auto lens = p.map(+[](std::string s) { return s.size(); }, words);
+  auto lens = p.map(
+    +[](std::string s) { return s.size(); }, words);
   BOOST_REQUIRE_EQUAL(lens.size(), words.size());
   for (std::size_t i = 0; i < words.size(); ++i)
     BOOST_TEST_REQUIRE(lens[i] == words[i].size());
@@ -167,11 +169,11 @@ BOOST_AUTO_TEST_CASE(imap_is_ordered_and_imap_unordered_has_every_result) {
 BOOST_AUTO_TEST_CASE(imap_reads_its_input_lazily) {
   pactor::pool p(2, {.read_ahead = 4});
   int pulled = 0;
-  auto counted = std::views::iota(0, 1000)
-                 | std::views::transform([&pulled](int x) {
-                     ++pulled;
-                     return x;
-                   });
+  auto counted
+    = std::views::iota(0, 1000) | std::views::transform([&pulled](int x) {
+        ++pulled;
+        return x;
+      });
   auto it = p.imap(square, counted);
   BOOST_TEST(it.next(10s).value() == 0);
   BOOST_TEST(pulled <= 6); // one taken + at most read_ahead ahead (+ one)
@@ -253,7 +255,8 @@ BOOST_AUTO_TEST_CASE(a_segfaulting_task_fails_with_the_signal_and_pid) {
   BOOST_TEST(p.workers_started() == 4U);
 }
 
-BOOST_AUTO_TEST_CASE(a_task_that_kills_every_worker_is_poison_after_its_retries) {
+BOOST_AUTO_TEST_CASE(
+  a_task_that_kills_every_worker_is_poison_after_its_retries) {
   pactor::pool p(2, {.retries = 2});
   auto o = outcomes(p.imap(poison_at_3, std::views::iota(0, 6)));
   BOOST_REQUIRE_EQUAL(o.size(), 6U);
@@ -345,7 +348,8 @@ BOOST_AUTO_TEST_CASE(apply_async_fails_only_that_future) {
   BOOST_REQUIRE(killer.join(10s));
 }
 
-BOOST_AUTO_TEST_CASE(a_task_past_its_timeout_fails_and_only_its_worker_is_replaced) {
+BOOST_AUTO_TEST_CASE(
+  a_task_past_its_timeout_fails_and_only_its_worker_is_replaced) {
   pactor::pool p(2, {.task_timeout = 200ms});
   auto start = std::chrono::steady_clock::now();
   auto o = outcomes(p.imap(hang_at_2, std::views::iota(0, 8)));
@@ -447,14 +451,13 @@ BOOST_AUTO_TEST_CASE(max_tasks_per_child_replaces_workers) {
 
 BOOST_DATA_TEST_CASE(the_initializer_runs_in_every_worker,
                      bdata::make(all_methods), method) {
-  pactor::pool p(2, {.method = method,
-                     .init = pactor::initializer(set_init_value, 100)});
-  BOOST_TEST(p.map(plus_init, std::views::iota(0, 50))
-               == ([] {
-                    std::vector<int> v(50);
-                    std::iota(v.begin(), v.end(), 100);
-                    return v;
-                  }()),
+  pactor::pool p(
+    2, {.method = method, .init = pactor::initializer(set_init_value, 100)});
+  BOOST_TEST(p.map(plus_init, std::views::iota(0, 50)) == ([] {
+               std::vector<int> v(50);
+               std::iota(v.begin(), v.end(), 100);
+               return v;
+             }()),
              boost::test_tools::per_element());
 }
 
@@ -490,8 +493,8 @@ BOOST_AUTO_TEST_CASE(close_then_join_lets_the_work_finish) {
 BOOST_AUTO_TEST_CASE(map_async_and_progress) {
   std::vector<pactor::progress_info> seen;
   pactor::pool p(2, {.on_progress = [&seen](const pactor::progress_info& i) {
-                       seen.push_back(i);
-                     }});
+                   seen.push_back(i);
+                 }});
   auto f = p.map_async(square, std::views::iota(0, 1000), 10);
   BOOST_TEST(f.get(30s) == squares_of(1000), boost::test_tools::per_element());
   BOOST_REQUIRE(!seen.empty());

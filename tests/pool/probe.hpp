@@ -18,10 +18,10 @@ namespace pool_test {
 
 /// Created before the pool (fork workers inherit the mappings).
 struct probe {
-  pactor::value<int> pid{0};   // the worker running the watched task
-  pactor::value<int> runs{0};  // how many times the watched task started
-  pactor::event started;       // the watched task is running
-  pactor::event never;         // never set: a task waits on it to hang
+  pactor::value<int> pid{0};  // the worker running the watched task
+  pactor::value<int> runs{0}; // how many times the watched task started
+  pactor::event started;      // the watched task is running
+  pactor::event never;        // never set: a task waits on it to hang
 };
 
 inline std::unique_ptr<probe>& the_probe() {

@@ -64,8 +64,8 @@ public:
       throw std::logic_error(
         "pactor::executor::map: cannot schedule new futures after shutdown");
     using R = detail::task_result_t<F>;
-    auto it = pool_.imap(std::forward<F>(f), std::forward<Rng>(items),
-                         chunksize);
+    auto it
+      = pool_.imap(std::forward<F>(f), std::forward<Rng>(items), chunksize);
     std::optional<std::chrono::steady_clock::time_point> deadline;
     if (timeout)
       deadline = std::chrono::steady_clock::now() + *timeout;
@@ -165,8 +165,9 @@ struct wait_sets {
 namespace detail {
 /// Runs the cores behind `fs` until `pred()` or the deadline.
 template <class R, class Pred>
-bool run_futures(std::span<async_result<R>> fs, Pred pred,
-                 std::optional<std::chrono::steady_clock::time_point> deadline) {
+bool run_futures(
+  std::span<async_result<R>> fs, Pred pred,
+  std::optional<std::chrono::steady_clock::time_point> deadline) {
   for (;;) {
     for (auto& f : fs)
       (void)f.ready(); // one pass of each core, no waiting
@@ -177,8 +178,8 @@ bool run_futures(std::span<async_result<R>> fs, Pred pred,
       auto now = std::chrono::steady_clock::now();
       if (now >= *deadline)
         return false;
-      slice = std::min(slice, std::chrono::ceil<std::chrono::milliseconds>(
-                                *deadline - now));
+      slice = std::min(
+        slice, std::chrono::ceil<std::chrono::milliseconds>(*deadline - now));
     }
     // Sleep on the first unfinished future's pool (wakes on any result).
     for (auto& f : fs) {
@@ -195,7 +196,8 @@ bool run_futures(std::span<async_result<R>> fs, Pred pred,
 template <class R>
 wait_sets wait(std::span<async_result<R>> fs,
                return_when when = return_when::all_completed,
-               std::optional<std::chrono::milliseconds> timeout = std::nullopt) {
+               std::optional<std::chrono::milliseconds> timeout
+               = std::nullopt) {
   std::optional<std::chrono::steady_clock::time_point> deadline;
   if (timeout)
     deadline = std::chrono::steady_clock::now() + *timeout;
@@ -223,7 +225,8 @@ wait_sets wait(std::span<async_result<R>> fs,
 template <class R>
 wait_sets wait(std::vector<async_result<R>>& fs,
                return_when when = return_when::all_completed,
-               std::optional<std::chrono::milliseconds> timeout = std::nullopt) {
+               std::optional<std::chrono::milliseconds> timeout
+               = std::nullopt) {
   return wait(std::span<async_result<R>>(fs), when, timeout);
 }
 
@@ -234,18 +237,18 @@ wait_sets wait(std::vector<async_result<R>>& fs,
 template <class R>
 class as_completed {
 public:
-  explicit as_completed(
-    std::span<async_result<R>> fs,
-    std::optional<std::chrono::milliseconds> timeout = std::nullopt)
+  explicit as_completed(std::span<async_result<R>> fs,
+                        std::optional<std::chrono::milliseconds> timeout
+                        = std::nullopt)
       : fs_(fs) {
     if (timeout)
       deadline_ = std::chrono::steady_clock::now() + *timeout;
     for (std::size_t i = 0; i < fs.size(); ++i)
       left_.push_back(i);
   }
-  explicit as_completed(
-    std::vector<async_result<R>>& fs,
-    std::optional<std::chrono::milliseconds> timeout = std::nullopt)
+  explicit as_completed(std::vector<async_result<R>>& fs,
+                        std::optional<std::chrono::milliseconds> timeout
+                        = std::nullopt)
       : as_completed(std::span<async_result<R>>(fs), timeout) {
   }
 

@@ -201,8 +201,7 @@ struct pool_options {
 namespace detail {
 
 template <class R>
-using result_value_t
-  = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
+using result_value_t = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
 
 template <class R>
 void convert_result(const msgpack::object& o, result_value_t<R>& out) {
@@ -246,16 +245,18 @@ struct member_traits<R (C::*)(P...)> {
 template <class C, class R, class... P>
 struct member_traits<R (C::*)(P...) const> : member_traits<R (C::*)(P...)> {};
 template <class C, class R, class... P>
-struct member_traits<R (C::*)(P...) noexcept>
-    : member_traits<R (C::*)(P...)> {};
+struct member_traits<R (C::*)(P...) noexcept> : member_traits<R (C::*)(P...)> {
+};
 template <class C, class R, class... P>
 struct member_traits<R (C::*)(P...) const noexcept>
     : member_traits<R (C::*)(P...)> {};
 
 /// A callable with captures: copyable, with one non-template operator().
 template <class F>
-concept bound_callable = std::copy_constructible<std::remove_cvref_t<F>>
-                         && requires { &std::remove_cvref_t<F>::operator(); };
+concept bound_callable
+  = std::copy_constructible<std::remove_cvref_t<F>> && requires {
+  &std::remove_cvref_t<F>::operator();
+};
 
 template <class F>
 struct task_traits_impl {
@@ -267,11 +268,12 @@ struct task_traits_impl {
 };
 template <class F>
 requires task_function<F>
-struct task_traits_impl<F> : fn_traits<fn_ptr_t<F>> {};
+struct task_traits_impl<F> : fn_traits<fn_ptr_t<F>> {
+};
 template <class F>
-requires(!task_function<F> && bound_callable<F>)
-struct task_traits_impl<F>
-    : member_traits<decltype(&std::remove_cvref_t<F>::operator())> {};
+requires(!task_function<F> && bound_callable<F>) struct task_traits_impl<F>
+    : member_traits<decltype(&std::remove_cvref_t<F>::operator())> {
+};
 
 template <class F>
 using task_traits = task_traits_impl<F>;
@@ -579,9 +581,8 @@ public:
       fn(*this);
       return;
     }
-    st.callbacks.push_back([self = *this, fn = std::move(fn)]() mutable {
-      fn(self);
-    });
+    st.callbacks.push_back(
+      [self = *this, fn = std::move(fn)]() mutable { fn(self); });
   }
   [[nodiscard]] bool valid() const noexcept {
     return s_ != nullptr;
@@ -671,12 +672,11 @@ public:
     return {};
   }
 
-  imap_result(std::shared_ptr<detail::pool_core> core,
-              std::shared_ptr<detail::job_base> job,
-              std::function<bool()> has_next,
-              std::function<std::optional<std::variant<value_type,
-                                                        std::exception_ptr>>()>
-                take)
+  imap_result(
+    std::shared_ptr<detail::pool_core> core,
+    std::shared_ptr<detail::job_base> job, std::function<bool()> has_next,
+    std::function<std::optional<std::variant<value_type, std::exception_ptr>>()>
+      take)
       : core_(std::move(core)), job_(std::move(job)),
         has_next_(std::move(has_next)), take_(std::move(take)) {
   }
@@ -702,8 +702,7 @@ private:
   std::shared_ptr<detail::pool_core> core_;
   std::shared_ptr<detail::job_base> job_;
   std::function<bool()> has_next_;
-  std::function<
-    std::optional<std::variant<value_type, std::exception_ptr>>()>
+  std::function<std::optional<std::variant<value_type, std::exception_ptr>>()>
     take_;
   bool input_error_thrown_ = false;
 };
@@ -826,8 +825,8 @@ public:
   [[nodiscard]] std::size_t workers_started() const noexcept;
 
   /// The engine (executor and tests).
-  [[nodiscard]] const std::shared_ptr<detail::pool_core>& core()
-    const noexcept {
+  [[nodiscard]] const std::shared_ptr<detail::pool_core>&
+  core() const noexcept {
     return core_;
   }
 
@@ -913,7 +912,8 @@ private:
     std::optional<std::size_t> total;
     if constexpr (std::ranges::sized_range<Rng>)
       total = static_cast<std::size_t>(std::ranges::size(items));
-    auto job = std::make_shared<job_t>(std::views::all(std::forward<Rng>(items)));
+    auto job
+      = std::make_shared<job_t>(std::views::all(std::forward<Rng>(items)));
     job->chunksize = chunksize == 0 ? 1 : chunksize;
     job->read_ahead = read_ahead(job->chunksize);
     job->known_total = total.value_or(0);

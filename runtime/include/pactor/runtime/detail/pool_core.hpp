@@ -47,10 +47,10 @@ namespace pactor::detail {
 
 /// One worker's public state, in shared memory (docs/design/pool.md).
 struct pool_slot {
-  std::uint64_t chunk;      // the chunk the worker claimed
-  std::uint64_t running;    // offset + 1 of the item running, 0 = none
-  std::int64_t started_ns;  // CLOCK_MONOTONIC start of that item (timed)
-  std::uint32_t state;      // pool_slot_state
+  std::uint64_t chunk;     // the chunk the worker claimed
+  std::uint64_t running;   // offset + 1 of the item running, 0 = none
+  std::int64_t started_ns; // CLOCK_MONOTONIC start of that item (timed)
+  std::uint32_t state;     // pool_slot_state
   std::uint32_t pid;
   std::uint64_t generation; // which start of the slot wrote this
   char message[216];        // the initializer's error
@@ -134,8 +134,8 @@ private:
 };
 
 /// Runs a chunk: `items` is the msgpack array of the chunk's arguments.
-using chunk_runner = void (*)(erased_fn fn, const msgpack::object& items,
-                              chunk_context& ctx);
+using chunk_runner
+  = void (*)(erased_fn fn, const msgpack::object& items, chunk_context& ctx);
 /// The same for a bound (captured) callable.
 using bound_runner
   = std::function<void(const msgpack::object& items, chunk_context& ctx)>;
