@@ -224,7 +224,7 @@ int worker_run(ring& tasks, ring& results, pactor::array<pool_slot>& slots,
                                   "pactor::pool chunk");
         if (runner != nullptr)
           runner(fn, obj, ctx);
-        else
+        else if (bound != nullptr)
           (*bound)(obj, ctx);
       } catch (const exit_request&) {
         throw;
@@ -242,7 +242,8 @@ int worker_run(ring& tasks, ring& results, pactor::array<pool_slot>& slots,
 
 int pool_worker_entry(ring_handle tasks, ring_handle results,
                       pactor::array<pool_slot> slots,
-                      pactor::array<std::uint64_t> marks, worker_params p) {
+                      pactor::array<std::uint64_t> marks,
+                      const worker_params& p) {
   return worker_run(tasks.r, results.r, slots, marks, p, nullptr);
 }
 

@@ -4,12 +4,12 @@
 #include <pactor/runtime/executor.hpp>
 
 #include "hygiene.hpp"
+#include "inputs.hpp"
 #include "probe.hpp"
 #include <boost/test/unit_test.hpp>
 
 #include <chrono>
 #include <csignal>
-#include <ranges>
 #include <string>
 #include <vector>
 
@@ -68,6 +68,7 @@ BOOST_AUTO_TEST_CASE(a_killed_worker_fails_only_its_future) {
   pactor::executor ex(2);
   auto killer = pool_test::start_killer();
   std::vector<pactor::future<int>> fs;
+  fs.reserve(20);
   for (int i = 0; i < 20; ++i)
     fs.push_back(ex.submit(watched, i));
   for (int i = 0; i < 20; ++i) {
@@ -139,6 +140,7 @@ BOOST_AUTO_TEST_CASE(shutdown_waits_or_cancels) {
 
   pactor::executor ex2(2);
   std::vector<pactor::future<int>> fs;
+  fs.reserve(100);
   for (int i = 0; i < 100; ++i)
     fs.push_back(ex2.submit(square, i));
   ex2.shutdown(); // waits

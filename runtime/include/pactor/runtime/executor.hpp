@@ -56,7 +56,7 @@ public:
 
   /// f(x) for every x, results in order (lazily, as imap). With a timeout,
   /// a result not there `timeout` after this call throws timeout_error.
-  template <class F, std::ranges::input_range Rng>
+  template <class F, detail::iterable Rng>
   auto map(F&& f, Rng&& items,
            std::optional<std::chrono::milliseconds> timeout = std::nullopt,
            std::size_t chunksize = 1) {

@@ -13,10 +13,10 @@
 #include <deque>
 #include <exception>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <optional>
-#include <ranges>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -315,42 +315,83 @@ struct result_state : result_state_base {
   std::optional<result_value_t<R>> value;
 };
 
-/// Produces the items of an input view (map, starmap, imap...).
-template <class Item, class V>
+/// Anything with std::begin and std::end: containers, views, arrays.
+/// (Plain begin/end rather than std::ranges, which clang 14 cannot
+/// compile with libstdc++ 12.)
+template <class R>
+concept iterable = requires(R& r) {
+  std::begin(r);
+  std::end(r);
+};
+
+/// Whether std::size(r) is there (progress totals, chunk sizes).
+template <class R>
+concept sized_iterable = iterable<R> && requires(R& r) {
+  std::size(r);
+};
+
+/// Holds a call's input: a pointer to an lvalue, a moved-in rvalue.
+template <class Rng>
+class input_holder {
+public:
+  using range_type = std::remove_cvref_t<Rng>;
+  explicit input_holder(Rng&& r) : v_(hold(std::forward<Rng>(r))) {
+  }
+  auto& get() noexcept {
+    if constexpr (std::is_lvalue_reference_v<Rng>)
+      return *v_;
+    else
+      return v_;
+  }
+
+private:
+  using stored = std::conditional_t<std::is_lvalue_reference_v<Rng>,
+                                    std::remove_reference_t<Rng>*, range_type>;
+  static stored hold(Rng&& r) {
+    if constexpr (std::is_lvalue_reference_v<Rng>)
+      return &r;
+    else
+      return stored(std::move(r));
+  }
+  stored v_;
+};
+
+/// Produces the items of an input range (map, starmap, imap...).
+template <class Item, class Rng>
 class input_job : public job_base {
 public:
-  explicit input_job(V view) : view_(std::move(view)) {
+  explicit input_job(Rng&& r) : in_(std::forward<Rng>(r)) {
   }
   void produce(chunk_builder& b) override {
-    if (!begun_) {
-      it_ = std::ranges::begin(view_);
-      begun_ = true;
-    }
-    const auto end = std::ranges::end(view_);
+    auto& range = in_.get();
+    if (!it_)
+      it_.emplace(std::begin(range));
+    auto& it = *it_;
+    const auto end = std::end(range);
     while (!b.full() && produced + b.count() - consumed() < read_ahead) {
-      if (it_ == end) {
+      if (it == end) {
         exhausted = true;
         return;
       }
-      b.add(Item(*it_));
-      ++it_;
+      b.add(Item(*it));
+      ++it;
     }
-    if (it_ == end)
+    if (it == end)
       exhausted = true;
   }
 
 private:
-  V view_;
-  std::ranges::iterator_t<V> it_{};
-  bool begun_ = false;
+  input_holder<Rng> in_;
+  std::optional<decltype(std::begin(std::declval<input_holder<Rng>&>().get()))>
+    it_;
 };
 
 /// map, starmap, map_async: every result in input order.
-template <class R, class Item, class V>
-class map_job final : public input_job<Item, V> {
+template <class R, class Item, class Rng>
+class map_job final : public input_job<Item, Rng> {
 public:
   using value_type = result_value_t<R>;
-  using input_job<Item, V>::input_job;
+  using input_job<Item, Rng>::input_job;
 
   std::shared_ptr<result_state<std::vector<value_type>>> future;
 
@@ -400,10 +441,10 @@ private:
 
 /// imap / imap_unordered: results handed out one by one, in input order
 /// (Ordered) or as they come.
-template <class R, class Item, class V, bool Ordered>
-class stream_job final : public input_job<Item, V> {
+template <class R, class Item, class Rng, bool Ordered>
+class stream_job final : public input_job<Item, Rng> {
 public:
-  using base = input_job<Item, V>;
+  using base = input_job<Item, Rng>;
   using value_type = result_value_t<R>;
   using outcome = std::variant<value_type, std::exception_ptr>;
   using base::base;
@@ -739,19 +780,19 @@ public:
   /// f(x) for every x of `items`, in order (Python's map). Throws the
   /// lowest-index task error after every task ended, or the input range's
   /// exception. `chunksize` 0 = pool_options::chunksize.
-  template <class F, std::ranges::input_range Rng>
+  template <class F, detail::iterable Rng>
   auto map(F&& f, Rng&& items, std::size_t chunksize = 0) {
     return run_map<false>(f, std::forward<Rng>(items), chunksize);
   }
 
   /// f(args...) for every tuple of `items` (Python's starmap).
-  template <class F, std::ranges::input_range Rng>
+  template <class F, detail::iterable Rng>
   auto starmap(F&& f, Rng&& items, std::size_t chunksize = 0) {
     return run_map<true>(f, std::forward<Rng>(items), chunksize);
   }
 
   /// map without waiting: a future of the whole vector.
-  template <class F, std::ranges::input_range Rng>
+  template <class F, detail::iterable Rng>
   auto map_async(F&& f, Rng&& items, std::size_t chunksize = 0) {
     using R = detail::task_result_t<F>;
     using V = std::vector<detail::result_value_t<R>>;
@@ -767,13 +808,13 @@ public:
 
   /// Lazy map (Python's imap): results in order as they come; reads the
   /// input at most read_ahead items ahead.
-  template <class F, std::ranges::input_range Rng>
+  template <class F, detail::iterable Rng>
   auto imap(F&& f, Rng&& items, std::size_t chunksize = 1) {
     return run_stream<true>(f, std::forward<Rng>(items), chunksize);
   }
 
   /// imap in completion order (Python's imap_unordered).
-  template <class F, std::ranges::input_range Rng>
+  template <class F, detail::iterable Rng>
   auto imap_unordered(F&& f, Rng&& items, std::size_t chunksize = 1) {
     return run_stream<false>(f, std::forward<Rng>(items), chunksize);
   }
@@ -871,12 +912,11 @@ private:
     static_assert(Star || traits::arity == 1,
                   "pactor::pool::map: the function must take one argument "
                   "(starmap for several)");
-    using V = std::views::all_t<Rng>;
     std::optional<std::size_t> total;
-    if constexpr (std::ranges::sized_range<Rng>)
-      total = static_cast<std::size_t>(std::ranges::size(items));
-    auto job = std::make_shared<detail::map_job<R, item_t, V>>(
-      std::views::all(std::forward<Rng>(items)));
+    if constexpr (detail::sized_iterable<Rng>)
+      total = static_cast<std::size_t>(std::size(items));
+    auto job = std::make_shared<detail::map_job<R, item_t, Rng>>(
+      std::forward<Rng>(items));
     job->chunksize = pick_chunksize(chunksize, total);
     job->known_total = total.value_or(0);
     job->report_progress = true;
@@ -887,8 +927,10 @@ private:
   template <bool Star, class F, class Rng>
   auto run_map(F& f, Rng&& items, std::size_t chunksize) {
     using R = detail::task_result_t<F>;
-    auto [job, core]
-      = make_map_job<Star>(f, std::forward<Rng>(items), chunksize);
+    // (Not a structured binding: clang 14 cannot capture one.)
+    auto made = make_map_job<Star>(f, std::forward<Rng>(items), chunksize);
+    auto& job = made.first;
+    auto& core = made.second;
     core->submit(job);
     core->run_until([&job] { return job->finished; },
                     detail::wait_limit::forever());
@@ -907,13 +949,11 @@ private:
     using item_t = typename traits::template item<false>;
     static_assert(traits::arity == 1, "pactor::pool::imap: the function must "
                                       "take one argument");
-    using V = std::views::all_t<Rng>;
-    using job_t = detail::stream_job<R, item_t, V, Ordered>;
+    using job_t = detail::stream_job<R, item_t, Rng, Ordered>;
     std::optional<std::size_t> total;
-    if constexpr (std::ranges::sized_range<Rng>)
-      total = static_cast<std::size_t>(std::ranges::size(items));
-    auto job
-      = std::make_shared<job_t>(std::views::all(std::forward<Rng>(items)));
+    if constexpr (detail::sized_iterable<Rng>)
+      total = static_cast<std::size_t>(std::size(items));
+    auto job = std::make_shared<job_t>(std::forward<Rng>(items));
     job->chunksize = chunksize == 0 ? 1 : chunksize;
     job->read_ahead = read_ahead(job->chunksize);
     job->known_total = total.value_or(0);
