@@ -432,7 +432,14 @@ struct pool_core_impl {
   std::vector<worker_rec> workers;
   std::unordered_map<std::uint64_t, chunk_rec> chunks;
   std::deque<std::uint64_t> pending;
-  std::vector<std::shared_ptr<job_base>> jobs;
+  /// Every unfinished job.
+  std::unordered_map<job_base*, std::shared_ptr<job_base>> jobs;
+  /// The jobs whose input is not exhausted, in turn.
+  std::deque<std::shared_ptr<job_base>> producing;
+  /// Jobs that may have just become complete.
+  std::vector<std::shared_ptr<job_base>> finishing;
+  /// Jobs that report progress.
+  std::vector<std::shared_ptr<job_base>> reporting;
   std::uint64_t next_chunk = 1;
   std::size_t max_chunk_bytes = 0;
   bool closed = false;
@@ -601,6 +608,7 @@ struct pool_core_impl {
   void resolve_error(chunk_rec& c, std::uint32_t offset, std::exception_ptr e) {
     c.job->on_error(c.index0 + offset, std::move(e));
     ++c.job->resolved;
+    maybe_complete(c.job);
   }
 
   // -- feeding --
@@ -654,19 +662,27 @@ struct pool_core_impl {
       return false;
     bool moved = flush_pending();
     bool again = pending.empty();
-    while (again) {
+    while (again && !producing.empty()) {
       again = false;
-      auto snapshot = jobs;
-      for (auto& job : snapshot) {
-        if (chunks.size() >= max_outstanding_chunks)
-          return moved;
-        if (!can_produce(*job))
-          continue;
-        if (produce_one(job)) {
+      for (auto n = producing.size(); n > 0 && !producing.empty(); --n) {
+        auto job = std::move(producing.front());
+        producing.pop_front();
+        if (job->exhausted || job->cancelled) {
+          finishing.push_back(std::move(job));
           moved = true;
-          again = true;
-        } else if (job->exhausted) {
+          continue;
+        }
+        if (chunks.size() >= max_outstanding_chunks || !can_produce(*job)) {
+          producing.push_back(std::move(job));
+          continue;
+        }
+        if (produce_one(job))
+          moved = again = true;
+        if (job->exhausted) {
+          finishing.push_back(std::move(job));
           moved = true; // the job may be complete now
+        } else {
+          producing.push_back(std::move(job));
         }
         flush_pending();
         if (!pending.empty())
@@ -674,6 +690,12 @@ struct pool_core_impl {
       }
     }
     return moved;
+  }
+
+  /// After `job` resolved items: it may be complete.
+  void maybe_complete(const std::shared_ptr<job_base>& job) {
+    if (job->exhausted && job->resolved >= job->produced)
+      finishing.push_back(job);
   }
 
   // -- results --
@@ -730,6 +752,7 @@ struct pool_core_impl {
       job.resolved += h.count - skip;
     }
     c.done = h.offset + h.count;
+    maybe_complete(c.job);
     if (c.done == c.count)
       chunks.erase(it);
   }
@@ -895,20 +918,19 @@ struct pool_core_impl {
   }
 
   void finish_jobs() {
-    std::vector<std::shared_ptr<job_base>> done;
-    for (auto& j : jobs) {
-      if (j->exhausted && j->resolved >= j->produced)
-        done.push_back(j);
-      else
-        report(*j, false);
-    }
-    if (done.empty())
+    for (auto& j : reporting)
+      report(*j, false);
+    if (finishing.empty())
       return;
-    std::erase_if(jobs, [](const std::shared_ptr<job_base>& j) {
-      return j->exhausted && j->resolved >= j->produced;
-    });
-    for (auto& j : done) {
+    auto candidates = std::move(finishing);
+    finishing.clear();
+    for (auto& j : candidates) {
+      if (j->finished || !j->exhausted || j->resolved < j->produced)
+        continue;
       j->finished = true;
+      jobs.erase(j.get());
+      if (j->report_progress)
+        std::erase(reporting, j);
       report(*j, true);
       j->on_finished();
     }
@@ -925,14 +947,39 @@ struct pool_core_impl {
         resolve_error(c, i, e);
     chunks.clear();
     pending.clear();
-    for (auto& j : jobs) {
+    producing.clear();
+    for (auto& [p, j] : jobs) {
       if (!j->exhausted) {
         j->exhausted = true;
         if (!j->input_error && j->produced == j->resolved)
           j->input_error = e;
       }
+      finishing.push_back(j);
     }
     finish_jobs();
+  }
+
+  /// Cancels `job` if none of its chunks is taken (`in_ring`: its chunks
+  /// in the task ring); the caller drops its chunks and finishes it.
+  bool cancel_locked(job_base& job, const std::vector<std::uint64_t>& in_ring) {
+    if (job.finished || job.cancelled)
+      return false;
+    if (in_ring.size() > 1)
+      return false; // one CAS cannot take several chunks back at once
+    if (in_ring.size() == 1) {
+      auto id = in_ring.front();
+      auto expected = id << 2 | mark_queued;
+      if (!aref(marks[id % cancel_slots])
+             .compare_exchange_strong(expected, id << 2 | mark_cancelled,
+                                      std::memory_order_acq_rel))
+        return false; // a worker has it
+    }
+    job.cancelled = true;
+    job.exhausted = true;
+    job.produced = job.resolved;
+    if (auto it = jobs.find(&job); it != jobs.end())
+      finishing.push_back(it->second);
+    return true;
   }
 
   void break_pool(std::string why) {
@@ -1007,7 +1054,10 @@ void pool_core::submit(std::shared_ptr<job_base> job) {
                              : "pactor::pool: the pool is closed (no new "
                                "work after close())");
   job->started = std::chrono::steady_clock::now();
-  m.jobs.push_back(std::move(job));
+  if (job->report_progress && (m.cfg.on_progress || m.cfg.progress_bar))
+    m.reporting.push_back(job);
+  m.producing.push_back(job);
+  m.jobs.emplace(job.get(), std::move(job));
   m.step();
 }
 
@@ -1043,27 +1093,14 @@ bool pool_core::run_until(const std::function<bool()>& done, wait_limit limit) {
 bool pool_core::cancel(job_base& job) {
   auto& m = *impl_;
   std::lock_guard lk(m.mu);
-  if (job.finished)
-    return job.cancelled;
   std::vector<std::uint64_t> in_ring;
   for (auto& [id, c] : m.chunks)
     if (c.job.get() == &job && c.in_ring)
       in_ring.push_back(id);
-  if (in_ring.size() > 1)
-    return false; // one CAS cannot take several chunks back at once
-  if (in_ring.size() == 1) {
-    auto id = in_ring.front();
-    auto expected = id << 2 | mark_queued;
-    if (!aref(m.marks[id % cancel_slots])
-           .compare_exchange_strong(expected, id << 2 | mark_cancelled,
-                                    std::memory_order_acq_rel))
-      return false; // a worker has it
-  }
+  if (!m.cancel_locked(job, in_ring))
+    return job.finished && job.cancelled;
   std::erase_if(m.chunks,
                 [&job](const auto& kv) { return kv.second.job.get() == &job; });
-  job.cancelled = true;
-  job.exhausted = true;
-  job.produced = job.resolved;
   m.finish_jobs();
   return true;
 }
@@ -1071,10 +1108,24 @@ bool pool_core::cancel(job_base& job) {
 void pool_core::cancel_pending() {
   auto& m = *impl_;
   std::lock_guard lk(m.mu);
-  auto snapshot = m.jobs;
-  for (auto& j : snapshot)
-    if (!j->finished)
-      cancel(*j);
+  // One pass over the chunks, not one per job.
+  std::unordered_map<job_base*, std::vector<std::uint64_t>> in_ring;
+  for (auto& [id, c] : m.chunks)
+    if (c.in_ring)
+      in_ring[c.job.get()].push_back(id);
+  static const std::vector<std::uint64_t> none;
+  std::vector<job_base*> cancelled;
+  for (auto& [p, j] : m.jobs) {
+    auto it = in_ring.find(p);
+    if (m.cancel_locked(*j, it == in_ring.end() ? none : it->second))
+      cancelled.push_back(p);
+  }
+  std::sort(cancelled.begin(), cancelled.end());
+  std::erase_if(m.chunks, [&cancelled](const auto& kv) {
+    return std::binary_search(cancelled.begin(), cancelled.end(),
+                              kv.second.job.get());
+  });
+  m.finish_jobs();
 }
 
 void pool_core::retire_when_idle() noexcept {
@@ -1194,10 +1245,7 @@ pool::pool(std::size_t processes, pool_options opts) : opts_(std::move(opts)) {
 }
 
 pool::~pool() {
-  for (auto& c : bound_)
-    c->terminate();
-  if (core_)
-    core_->terminate();
+  terminate();
 }
 
 std::shared_ptr<detail::pool_core> pool::bound_core(detail::bound_runner run,
@@ -1217,23 +1265,31 @@ std::shared_ptr<detail::pool_core> pool::bound_core(detail::bound_runner run,
   auto core
     = std::make_shared<detail::pool_core>(std::move(cfg), std::move(run));
   core->retire_when_idle();
+  std::lock_guard lk(*bound_mu_);
   bound_.push_back(core);
   return core;
 }
 
 void pool::prune_bound() noexcept {
-  std::erase_if(bound_, [](const std::shared_ptr<detail::pool_core>& c) {
+  std::vector<std::shared_ptr<detail::pool_core>> cores;
+  {
+    std::lock_guard lk(*bound_mu_);
+    cores = bound_;
+  }
+  for (auto& c : cores) {
     if (!c->idle())
-      return false;
+      continue;
     c->terminate();
-    return true;
-  });
+    std::lock_guard lk(*bound_mu_);
+    std::erase(bound_, c);
+  }
 }
 
 void pool::release(const std::shared_ptr<detail::pool_core>& core) noexcept {
   if (core == core_)
     return;
   core->terminate();
+  std::lock_guard lk(*bound_mu_);
   std::erase(bound_, core);
 }
 
@@ -1259,7 +1315,12 @@ void pool::join() {
 bool pool::join_until(detail::wait_limit limit) {
   if (!core_->closed())
     throw std::logic_error("pactor::pool::join: close() or terminate() first");
-  for (auto& c : bound_) {
+  std::vector<std::shared_ptr<detail::pool_core>> cores;
+  {
+    std::lock_guard lk(*bound_mu_);
+    cores = bound_;
+  }
+  for (auto& c : cores) {
     if (!c->run_until([&c] { return c->idle(); }, limit))
       return false;
   }
@@ -1268,9 +1329,15 @@ bool pool::join_until(detail::wait_limit limit) {
 }
 
 void pool::terminate() noexcept {
-  for (auto& c : bound_)
+  if (!bound_mu_)
+    return; // moved from
+  std::vector<std::shared_ptr<detail::pool_core>> cores;
+  {
+    std::lock_guard lk(*bound_mu_);
+    cores.swap(bound_);
+  }
+  for (auto& c : cores)
     c->terminate();
-  bound_.clear();
   if (core_)
     core_->terminate();
 }

@@ -106,6 +106,22 @@ BOOST_AUTO_TEST_CASE(as_completed_yields_in_completion_order) {
   ex.underlying_pool().terminate();
 }
 
+BOOST_AUTO_TEST_CASE(as_completed_takes_each_of_many_futures_once) {
+  pactor::executor ex(2);
+  std::vector<pactor::future<int>> fs;
+  fs.reserve(20000);
+  for (int i = 0; i < 20000; ++i)
+    fs.push_back(ex.submit(square, i % 1000));
+  long long sum = 0;
+  std::size_t n = 0;
+  for (auto& f : pactor::as_completed(fs, 60000ms)) {
+    sum += f.get();
+    ++n;
+  }
+  BOOST_TEST(n == 20000U);
+  BOOST_TEST(sum == 20LL * 332833500LL); // 20 x the squares below 1000
+}
+
 BOOST_AUTO_TEST_CASE(wait_returns_when_asked) {
   pactor::executor ex(2);
   std::vector<pactor::future<int>> fs{ex.submit(sleep_ms, 1),

@@ -6,8 +6,12 @@
 
 #include <pactor/runtime/pool.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
+#include <deque>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -163,31 +167,54 @@ struct wait_sets {
 };
 
 namespace detail {
-/// Runs the cores behind `fs` until `pred()` or the deadline.
-template <class R, class Pred>
+/// Whether `f` has ended, without running its pool.
+template <class R>
+bool ended(const async_result<R>& f) {
+  auto& st = future_access::state(f);
+  std::lock_guard lk(st.core->mutex());
+  return st.done;
+}
+
+/// The distinct pools behind `fs`.
+template <class R>
+std::vector<std::shared_ptr<pool_core>>
+cores_of(std::span<async_result<R>> fs) {
+  std::vector<std::shared_ptr<pool_core>> cores;
+  for (auto& f : fs) {
+    const auto& c = future_access::state(f).core;
+    if (std::find(cores.begin(), cores.end(), c) == cores.end())
+      cores.push_back(c);
+  }
+  return cores;
+}
+
+/// Runs `cores` until `pred()` (which must not run them) or the deadline.
+template <class Pred>
 bool run_futures(
-  std::span<async_result<R>> fs, Pred pred,
+  const std::vector<std::shared_ptr<pool_core>>& cores, Pred pred,
   std::optional<std::chrono::steady_clock::time_point> deadline) {
+  std::function<bool()> holds = [&pred] { return pred(); };
+  if (cores.empty())
+    return pred();
+  if (cores.size() == 1) // one pool: it sleeps until pred() or the deadline
+    return cores.front()->run_until(
+      holds, deadline ? wait_limit::after(
+               std::max(*deadline - std::chrono::steady_clock::now(),
+                        std::chrono::steady_clock::duration::zero()))
+                      : wait_limit::forever());
   for (;;) {
-    for (auto& f : fs)
-      (void)f.ready(); // one pass of each core, no waiting
-    if (pred())
-      return true;
-    auto slice = std::chrono::milliseconds(10);
+    for (auto& c : cores)
+      if (c->run_until(holds, wait_limit::none()))
+        return true;
+    std::chrono::nanoseconds slice = std::chrono::milliseconds(10);
     if (deadline) {
       auto now = std::chrono::steady_clock::now();
       if (now >= *deadline)
         return false;
-      slice = std::min(
-        slice, std::chrono::ceil<std::chrono::milliseconds>(*deadline - now));
+      slice = std::min<std::chrono::nanoseconds>(slice, *deadline - now);
     }
-    // Sleep on the first unfinished future's pool (wakes on any result).
-    for (auto& f : fs) {
-      if (!f.ready()) {
-        (void)f.wait(slice);
-        break;
-      }
-    }
+    if (cores.front()->run_until(holds, wait_limit::after(slice)))
+      return true;
   }
 }
 } // namespace detail
@@ -204,20 +231,21 @@ wait_sets wait(std::span<async_result<R>> fs,
   auto holds = [&] {
     std::size_t done = 0;
     for (auto& f : fs) {
-      if (!f.ready())
+      if (!detail::ended(f))
         continue;
       ++done;
       if (when == return_when::first_completed)
         return true;
-      if (when == return_when::first_exception && !f.successful())
+      auto& st = detail::future_access::state(f);
+      if (when == return_when::first_exception && (st.error || st.cancelled))
         return true;
     }
     return done == fs.size();
   };
-  detail::run_futures(fs, holds, deadline);
+  detail::run_futures(detail::cores_of(fs), holds, deadline);
   wait_sets out;
   for (std::size_t i = 0; i < fs.size(); ++i)
-    (fs[i].ready() ? out.done : out.not_done).push_back(i);
+    (detail::ended(fs[i]) ? out.done : out.not_done).push_back(i);
   return out;
 }
 
@@ -240,11 +268,15 @@ public:
   explicit as_completed(std::span<async_result<R>> fs,
                         std::optional<std::chrono::milliseconds> timeout
                         = std::nullopt)
-      : fs_(fs) {
+      : fs_(fs), cores_(detail::cores_of(fs)),
+        ended_(std::make_shared<std::deque<std::size_t>>()) {
     if (timeout)
       deadline_ = std::chrono::steady_clock::now() + *timeout;
+    // Each future reports its end into a queue shared with the callbacks
+    // (they may outlive this object): next() is O(1) per future.
     for (std::size_t i = 0; i < fs.size(); ++i)
-      left_.push_back(i);
+      fs[i].add_done_callback(
+        [q = ended_, i](async_result<R>&) { q->push_back(i); });
   }
   explicit as_completed(std::vector<async_result<R>>& fs,
                         std::optional<std::chrono::milliseconds> timeout
@@ -254,21 +286,14 @@ public:
 
   /// The next future to end, nullptr after the last.
   async_result<R>* next() {
-    if (left_.empty())
+    if (taken_ == fs_.size())
       return nullptr;
-    std::size_t found = left_.size();
-    auto any = [&] {
-      for (std::size_t k = 0; k < left_.size(); ++k)
-        if (fs_[left_[k]].ready()) {
-          found = k;
-          return true;
-        }
-      return false;
-    };
-    if (!detail::run_futures(fs_, any, deadline_))
+    auto any = [this] { return !ended_->empty(); };
+    if (!detail::run_futures(cores_, any, deadline_))
       throw timeout_error();
-    auto i = left_[found];
-    left_.erase(left_.begin() + static_cast<std::ptrdiff_t>(found));
+    auto i = ended_->front();
+    ended_->pop_front();
+    ++taken_;
     return &fs_[i];
   }
 
@@ -306,7 +331,9 @@ public:
 
 private:
   std::span<async_result<R>> fs_;
-  std::vector<std::size_t> left_;
+  std::vector<std::shared_ptr<detail::pool_core>> cores_;
+  std::shared_ptr<std::deque<std::size_t>> ended_;
+  std::size_t taken_ = 0;
   std::optional<std::chrono::steady_clock::time_point> deadline_;
 };
 

@@ -534,6 +534,14 @@ private:
 
 std::size_t default_pool_size() noexcept;
 
+/// What as_completed and wait need of a future without running its pool.
+struct future_access {
+  template <class F>
+  static result_state_base& state(const F& f) {
+    return f.state();
+  }
+};
+
 } // namespace detail
 
 /// The result of apply_async / map_async / executor::submit: a future
@@ -630,6 +638,7 @@ public:
   }
 
 private:
+  friend struct detail::future_access;
   detail::result_state<R>& state() const {
     if (!s_)
       throw std::logic_error("pactor::async_result: an empty result");
@@ -970,6 +979,8 @@ private:
 
   std::shared_ptr<detail::pool_core> core_;
   std::vector<std::shared_ptr<detail::pool_core>> bound_;
+  /// Guards bound_ (never held while calling into a core).
+  std::unique_ptr<std::mutex> bound_mu_ = std::make_unique<std::mutex>();
   pool_options opts_;
 };
 

@@ -99,7 +99,13 @@ public:
   /// The running item's result.
   template <class T>
   void value(const T& v) {
-    pk_.pack(v);
+    const auto mark = buf_.size();
+    try {
+      pk_.pack(v);
+    } catch (...) {
+      buf_.resize(mark); // no half-packed value in the record
+      throw;
+    }
     value_added();
   }
   void value_nil() {
