@@ -1,0 +1,724 @@
+// pactor::manager: shared objects held by a supervised actor, reached
+// through proxies (cf. Python's multiprocessing.Manager), with atomic
+// compound operations and optional persistence. Design:
+// docs/design/manager.md; guide: docs/manager.md.
+
+#pragma once
+
+#include <pactor/actors/actor_ref.hpp>
+#include <pactor/actors/supervisor.hpp>
+#include <pactor/actors/system.hpp>
+#include <pactor/serialization/codec.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <stdexcept>
+#include <span>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace pactor {
+
+/// Base of the errors a manager sends back. The manager keeps running.
+class manager_error : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+/// A key that is not in a dict (Python's KeyError), or an object that does
+/// not exist.
+class key_error : public manager_error {
+public:
+  using manager_error::manager_error;
+};
+
+/// A list index out of range, or pop from an empty list (IndexError).
+class index_error : public manager_error {
+public:
+  using manager_error::manager_error;
+};
+
+/// An object of another kind under that name, or a value that does not
+/// decode as the operation needs (increment of a string...).
+class wrong_type : public manager_error {
+public:
+  using manager_error::manager_error;
+};
+
+/// update() or call() named a function or method nobody registered.
+class unknown_function : public manager_error {
+public:
+  using manager_error::manager_error;
+};
+
+/// A transaction's check failed; nothing of it was applied.
+class transaction_aborted : public manager_error {
+public:
+  using manager_error::manager_error;
+};
+
+/// The manager was shut down: every later use of its proxies fails so.
+class manager_shut_down : public manager_error {
+public:
+  using manager_error::manager_error;
+};
+
+/// When a write reaches the disk.
+enum class durability : std::uint8_t {
+  /// write(2) before the reply: survives a crash of the manager process
+  /// (the kernel has the data), not of the machine.
+  process_crash,
+  /// fdatasync before every reply: survives a machine crash.
+  every_write,
+  /// fdatasync at most every `sync_every`: a machine crash loses at most
+  /// that much acknowledged work.
+  periodic,
+};
+
+/// How a manager runs.
+struct manager_options {
+  /// Where the snapshot and the log live; empty: in memory only (a
+  /// restart starts empty).
+  std::string data_dir{};
+  durability sync = durability::process_crash;
+  std::chrono::milliseconds sync_every{100};
+  /// The log is folded into a new snapshot when it grows past this.
+  std::size_t snapshot_after_bytes = std::size_t{64} << 20;
+  /// Restarts allowed within `period` before its supervisor gives up.
+  int intensity = 100;
+  std::chrono::milliseconds period{5000};
+  /// How long a proxy call waits for the manager (a restart included).
+  std::chrono::milliseconds timeout{30000};
+  /// The process name.
+  std::string name = "manager";
+};
+
+namespace detail {
+
+enum class mgr_kind : std::uint8_t {
+  dict = 1,
+  list = 2,
+  value = 3,
+  counter = 4,
+  object = 5,
+};
+
+enum class mgr_opcode : std::uint8_t {
+  create = 1, // key: the kind; value: initial (value, object)
+  drop,
+  get,
+  set,
+  erase,
+  contains,
+  size,
+  keys,
+  items,
+  increment, // value: the delta (int64 or double)
+  cas,       // value: desired; extra: expected ("" = missing)
+  get_or_insert,
+  update, // extra: [function name, argument]
+  clear,
+  append,
+  at,
+  set_at,
+  pop,
+  call,     // extra: [method name, arguments]
+  snapshot, // whole object: dict items, list items, value
+  check,    // transactions: abort unless key holds extra ("" = missing)
+  at_least, // transactions: abort unless the number at key >= value
+};
+
+enum class mgr_status : std::uint8_t {
+  ok = 0,
+  key_error,
+  index_error,
+  wrong_type,
+  unknown_function,
+  aborted,
+  bad_request,
+  shut_down,
+  function_error, // a registered function or method threw
+};
+
+struct mgr_op {
+  std::uint8_t op = 0;
+  std::string object;
+  std::string key;   // msgpack of the key, or the index, or the kind
+  std::string value; // msgpack
+  std::string extra; // msgpack
+  MSGPACK_DEFINE(op, object, key, value, extra)
+};
+
+struct mgr_request {
+  std::uint64_t client = 0;
+  std::uint64_t seq = 0;
+  bool transaction = false;
+  std::vector<mgr_op> ops;
+  MSGPACK_DEFINE(client, seq, transaction, ops)
+};
+
+struct mgr_reply {
+  std::uint8_t status = 0;
+  std::vector<std::string> values;
+  std::string error;
+  MSGPACK_DEFINE(status, values, error)
+};
+
+/// What the manager actor is started with.
+struct mgr_config {
+  std::string data_dir;
+  std::uint8_t sync = 0;
+  std::int64_t sync_every_ms = 100;
+  std::uint64_t snapshot_after_bytes = 0;
+  MSGPACK_DEFINE(data_dir, sync, sync_every_ms, snapshot_after_bytes)
+};
+
+template <class T>
+std::string to_bytes(const T& v) {
+  std::string out(packed_size(v), '\0');
+  pack_into(v, std::as_writable_bytes(std::span(out)));
+  return out;
+}
+
+template <class T>
+T from_bytes(const std::string& b) {
+  return decode_payload<T>(std::as_bytes(std::span(b)));
+}
+
+/// Sends `req` to the manager with this thread's client id and next
+/// sequence number; throws the manager's error as its type.
+mgr_reply call_manager(actor_ref mgr, mgr_request req,
+                       std::chrono::milliseconds timeout);
+/// One operation, one reply value.
+mgr_reply call_one(actor_ref mgr, mgr_op op, std::chrono::milliseconds timeout);
+
+/// A registered function or method: (current state bytes or null,
+/// argument bytes) -> new state bytes, and (method) the result bytes.
+using mgr_update_fn = std::string (*)(const std::string* current,
+                                      const std::string& arg);
+using mgr_method_fn = std::string (*)(std::string& state,
+                                      const std::string& args);
+
+void register_update_fn(const std::string& name, mgr_update_fn fn);
+void register_method_fn(const std::string& type, const std::string& method,
+                        mgr_method_fn fn);
+
+template <class F>
+struct update_traits;
+template <class V, class A>
+struct update_traits<V (*)(std::optional<V>, A)> {
+  using value = V;
+  using arg = std::decay_t<A>;
+};
+
+template <class T>
+struct method_traits;
+template <class T, class R, class... A>
+struct method_traits<R (T::*)(A...)> {
+  using result = R;
+  using args = std::tuple<std::decay_t<A>...>;
+};
+template <class T, class R, class... A>
+struct method_traits<R (T::*)(A...) const> : method_traits<R (T::*)(A...)> {};
+
+} // namespace detail
+
+/// Registers `fn` (V fn(std::optional<V> current, A arg)) as an update
+/// function under `name`, for dict/value update(): it runs inside the
+/// manager, atomically. Register at static initialisation
+/// (PACTOR_MANAGER_UPDATE) so that the manager's process has it.
+template <auto Fn>
+void register_update(const std::string& name) {
+  using F = decltype(Fn);
+  detail::register_update_fn(
+    name, +[](const std::string* current, const std::string& arg) {
+      using traits = detail::update_traits<F>;
+      using V = typename traits::value;
+      using A = typename traits::arg;
+      std::optional<V> cur;
+      if (current != nullptr)
+        cur = detail::from_bytes<V>(*current);
+      return detail::to_bytes<V>(Fn(std::move(cur), detail::from_bytes<A>(arg)));
+    });
+}
+
+/// Registers method `M` of type T under `method`, for object<T>().call().
+template <class T, auto M>
+void register_method(const std::string& type, const std::string& method) {
+  detail::register_method_fn(
+    type, method, +[](std::string& state, const std::string& args) {
+      using traits = detail::method_traits<decltype(M)>;
+      using R = typename traits::result;
+      using Args = typename traits::args;
+      T obj = state.empty() ? T{} : detail::from_bytes<T>(state);
+      auto a = detail::from_bytes<Args>(args);
+      std::string out;
+      if constexpr (std::is_void_v<R>) {
+        std::apply([&obj](auto&&... x) { (obj.*M)(std::move(x)...); }, a);
+        out = detail::to_bytes(msgpack::type::nil_t());
+      } else {
+        out = detail::to_bytes(std::apply(
+          [&obj](auto&&... x) { return (obj.*M)(std::move(x)...); }, a));
+      }
+      state = detail::to_bytes(obj);
+      return out;
+    });
+}
+
+class manager;
+class transaction;
+
+#define PACTOR_MANAGER_CAT2(a, b) a##b
+#define PACTOR_MANAGER_CAT(a, b) PACTOR_MANAGER_CAT2(a, b)
+/// Registers update function `fn` under `name` at static initialisation.
+#define PACTOR_MANAGER_UPDATE(name, fn)                                     \
+  static const bool PACTOR_MANAGER_CAT(pactor_manager_update_, __COUNTER__) \
+    = (::pactor::register_update<fn>(name), true)
+/// Registers method T::method for objects of type `type_name`.
+#define PACTOR_MANAGER_METHOD(type_name, T, method)                         \
+  static const bool PACTOR_MANAGER_CAT(pactor_manager_method_, __COUNTER__) \
+    = (::pactor::register_method<T, &T::method>(type_name, #method), true)
+
+/// A dict<K, V> held by a manager (Python's Manager().dict()). A handle:
+/// copies, and copies sent to other actors, reach the same dict. Every
+/// call is one request to the manager; compound operations run there,
+/// atomically.
+template <class K, class V>
+class dict_proxy {
+public:
+  dict_proxy() = default;
+  dict_proxy(actor_ref mgr, std::string name, std::int64_t timeout_ms)
+      : mgr_(mgr), name_(std::move(name)), timeout_ms_(timeout_ms) {
+  }
+
+  /// The value, or nullopt (Python's d.get(k)).
+  std::optional<V> get(const K& k) const {
+    auto r = one(detail::mgr_opcode::get, k);
+    if (r.values.empty())
+      return std::nullopt;
+    return detail::from_bytes<V>(r.values.front());
+  }
+  /// The value; key_error if missing (Python's d[k]).
+  V at(const K& k) const {
+    auto v = get(k);
+    if (!v)
+      throw key_error("pactor::key_error: no such key in dict '" + name_ + "'");
+    return *v;
+  }
+  void set(const K& k, const V& v) const {
+    one(detail::mgr_opcode::set, k, detail::to_bytes(v));
+  }
+  /// Removes k; returns whether it was there.
+  bool erase(const K& k) const {
+    return detail::from_bytes<bool>(
+      one(detail::mgr_opcode::erase, k).values.at(0));
+  }
+  [[nodiscard]] bool contains(const K& k) const {
+    return detail::from_bytes<bool>(
+      one(detail::mgr_opcode::contains, k).values.at(0));
+  }
+  [[nodiscard]] std::size_t size() const {
+    return detail::from_bytes<std::size_t>(
+      whole(detail::mgr_opcode::size).values.at(0));
+  }
+  [[nodiscard]] std::vector<K> keys() const {
+    std::vector<K> out;
+    for (auto& b : whole(detail::mgr_opcode::keys).values)
+      out.push_back(detail::from_bytes<K>(b));
+    return out;
+  }
+  [[nodiscard]] std::vector<std::pair<K, V>> items() const {
+    auto r = whole(detail::mgr_opcode::items);
+    std::vector<std::pair<K, V>> out;
+    for (std::size_t i = 0; i + 1 < r.values.size(); i += 2)
+      out.emplace_back(detail::from_bytes<K>(r.values[i]),
+                       detail::from_bytes<V>(r.values[i + 1]));
+    return out;
+  }
+  /// d[k] += delta inside the manager (a missing key counts as 0); returns
+  /// the new value. wrong_type if the value is not a number.
+  V increment(const K& k, V delta = V{1}) const {
+    static_assert(std::is_arithmetic_v<V>,
+                  "pactor::dict_proxy::increment needs a numeric value type");
+    return detail::from_bytes<V>(
+      one(detail::mgr_opcode::increment, k, detail::to_bytes(delta))
+        .values.at(0));
+  }
+  /// Sets k to `desired` if it holds `expected` (nullopt: if it is
+  /// missing); returns whether it did.
+  bool compare_and_set(const K& k, const std::optional<V>& expected,
+                       const V& desired) const {
+    detail::mgr_op op = make(detail::mgr_opcode::cas, k);
+    op.value = detail::to_bytes(desired);
+    op.extra = expected ? detail::to_bytes(*expected) : std::string();
+    return detail::from_bytes<bool>(call(std::move(op)).values.at(0));
+  }
+  /// The value at k, inserting `v` first if k is missing (setdefault).
+  V get_or_insert(const K& k, const V& v) const {
+    return detail::from_bytes<V>(
+      one(detail::mgr_opcode::get_or_insert, k, detail::to_bytes(v))
+        .values.at(0));
+  }
+  /// d[k] = fn(d.get(k), arg) inside the manager, with a function
+  /// registered under `fn` (register_update); returns the new value.
+  template <class A>
+  V update(const K& k, const std::string& fn, const A& arg) const {
+    detail::mgr_op op = make(detail::mgr_opcode::update, k);
+    op.extra = detail::to_bytes(std::pair(fn, detail::to_bytes(arg)));
+    return detail::from_bytes<V>(call(std::move(op)).values.at(0));
+  }
+  void clear() const {
+    whole(detail::mgr_opcode::clear);
+  }
+  [[nodiscard]] const std::string& name() const noexcept {
+    return name_;
+  }
+  [[nodiscard]] actor_ref manager_ref() const noexcept {
+    return mgr_;
+  }
+
+  MSGPACK_DEFINE(mgr_, name_, timeout_ms_)
+
+private:
+  friend class transaction;
+  detail::mgr_op make(detail::mgr_opcode code, const K& k) const {
+    detail::mgr_op op;
+    op.op = static_cast<std::uint8_t>(code);
+    op.object = name_;
+    op.key = detail::to_bytes(k);
+    return op;
+  }
+  detail::mgr_reply call(detail::mgr_op op) const {
+    return detail::call_one(mgr_, std::move(op),
+                            std::chrono::milliseconds(timeout_ms_));
+  }
+  detail::mgr_reply one(detail::mgr_opcode code, const K& k,
+                        std::string value = {}) const {
+    auto op = make(code, k);
+    op.value = std::move(value);
+    return call(std::move(op));
+  }
+  detail::mgr_reply whole(detail::mgr_opcode code) const {
+    detail::mgr_op op;
+    op.op = static_cast<std::uint8_t>(code);
+    op.object = name_;
+    return call(std::move(op));
+  }
+
+  actor_ref mgr_;
+  std::string name_;
+  std::int64_t timeout_ms_ = 30000;
+};
+
+/// A list<T> held by a manager (Python's Manager().list()).
+template <class T>
+class list_proxy {
+public:
+  list_proxy() = default;
+  list_proxy(actor_ref mgr, std::string name, std::int64_t timeout_ms)
+      : mgr_(mgr), name_(std::move(name)), timeout_ms_(timeout_ms) {
+  }
+  /// Appends; returns the new size.
+  std::size_t append(const T& v) const {
+    return detail::from_bytes<std::size_t>(
+      one(detail::mgr_opcode::append, {}, detail::to_bytes(v)).values.at(0));
+  }
+  /// Element i; index_error out of range (negative counts from the end).
+  T at(std::int64_t i) const {
+    return detail::from_bytes<T>(
+      one(detail::mgr_opcode::at, detail::to_bytes(i)).values.at(0));
+  }
+  void set(std::int64_t i, const T& v) const {
+    one(detail::mgr_opcode::set_at, detail::to_bytes(i), detail::to_bytes(v));
+  }
+  /// Removes and returns the last element (i = -1) or element i;
+  /// index_error on an empty list.
+  T pop(std::int64_t i = -1) const {
+    return detail::from_bytes<T>(
+      one(detail::mgr_opcode::pop, detail::to_bytes(i)).values.at(0));
+  }
+  [[nodiscard]] std::size_t size() const {
+    return detail::from_bytes<std::size_t>(
+      one(detail::mgr_opcode::size, {}).values.at(0));
+  }
+  /// A copy of every element.
+  [[nodiscard]] std::vector<T> items() const {
+    std::vector<T> out;
+    for (auto& b : one(detail::mgr_opcode::items, {}).values)
+      out.push_back(detail::from_bytes<T>(b));
+    return out;
+  }
+  void clear() const {
+    one(detail::mgr_opcode::clear, {});
+  }
+
+  MSGPACK_DEFINE(mgr_, name_, timeout_ms_)
+
+private:
+  detail::mgr_reply one(detail::mgr_opcode code, std::string key,
+                        std::string value = {}) const {
+    detail::mgr_op op;
+    op.op = static_cast<std::uint8_t>(code);
+    op.object = name_;
+    op.key = std::move(key);
+    op.value = std::move(value);
+    return detail::call_one(mgr_, std::move(op),
+                            std::chrono::milliseconds(timeout_ms_));
+  }
+  actor_ref mgr_;
+  std::string name_;
+  std::int64_t timeout_ms_ = 30000;
+};
+
+/// A single value<T> held by a manager (Python's Manager().Value()).
+template <class T>
+class value_proxy {
+public:
+  value_proxy() = default;
+  value_proxy(actor_ref mgr, std::string name, std::int64_t timeout_ms)
+      : mgr_(mgr), name_(std::move(name)), timeout_ms_(timeout_ms) {
+  }
+  T get() const {
+    return detail::from_bytes<T>(one(detail::mgr_opcode::get).values.at(0));
+  }
+  void set(const T& v) const {
+    one(detail::mgr_opcode::set, detail::to_bytes(v));
+  }
+  bool compare_and_set(const T& expected, const T& desired) const {
+    return detail::from_bytes<bool>(
+      one(detail::mgr_opcode::cas, detail::to_bytes(desired),
+          detail::to_bytes(expected))
+        .values.at(0));
+  }
+  /// v = fn(v, arg) inside the manager (register_update); the new value.
+  template <class A>
+  T update(const std::string& fn, const A& arg) const {
+    return detail::from_bytes<T>(
+      one(detail::mgr_opcode::update, {},
+          detail::to_bytes(std::pair(fn, detail::to_bytes(arg))))
+        .values.at(0));
+  }
+
+  MSGPACK_DEFINE(mgr_, name_, timeout_ms_)
+
+private:
+  detail::mgr_reply one(detail::mgr_opcode code, std::string value = {},
+                        std::string extra = {}) const {
+    detail::mgr_op op;
+    op.op = static_cast<std::uint8_t>(code);
+    op.object = name_;
+    op.value = std::move(value);
+    op.extra = std::move(extra);
+    return detail::call_one(mgr_, std::move(op),
+                            std::chrono::milliseconds(timeout_ms_));
+  }
+  actor_ref mgr_;
+  std::string name_;
+  std::int64_t timeout_ms_ = 30000;
+};
+
+/// A 64-bit counter held by a manager.
+class counter_proxy {
+public:
+  counter_proxy() = default;
+  counter_proxy(actor_ref mgr, std::string name, std::int64_t timeout_ms)
+      : mgr_(mgr), name_(std::move(name)), timeout_ms_(timeout_ms) {
+  }
+  /// Adds `delta` atomically; returns the new value.
+  std::int64_t add(std::int64_t delta = 1) const;
+  [[nodiscard]] std::int64_t get() const;
+  void set(std::int64_t v) const;
+
+  MSGPACK_DEFINE(mgr_, name_, timeout_ms_)
+
+private:
+  friend class transaction;
+  actor_ref mgr_;
+  std::string name_;
+  std::int64_t timeout_ms_ = 30000;
+};
+
+/// An object of a registered type T (register_method), whose methods run
+/// inside the manager (Python's BaseManager.register).
+template <class T>
+class object_proxy {
+public:
+  object_proxy() = default;
+  object_proxy(actor_ref mgr, std::string name, std::int64_t timeout_ms)
+      : mgr_(mgr), name_(std::move(name)), timeout_ms_(timeout_ms) {
+  }
+  /// Calls the method registered as `method`; R is its result type.
+  template <class R, class... A>
+  R call(const std::string& method, const A&... args) const {
+    detail::mgr_op op;
+    op.op = static_cast<std::uint8_t>(detail::mgr_opcode::call);
+    op.object = name_;
+    op.extra = detail::to_bytes(
+      std::pair(method, detail::to_bytes(std::tuple<A...>(args...))));
+    auto r = detail::call_one(mgr_, std::move(op),
+                              std::chrono::milliseconds(timeout_ms_));
+    if constexpr (!std::is_void_v<R>)
+      return detail::from_bytes<R>(r.values.at(0));
+  }
+  /// A copy of the object's state.
+  [[nodiscard]] T get() const {
+    detail::mgr_op op;
+    op.op = static_cast<std::uint8_t>(detail::mgr_opcode::get);
+    op.object = name_;
+    auto r = detail::call_one(mgr_, std::move(op),
+                              std::chrono::milliseconds(timeout_ms_));
+    return r.values.at(0).empty() ? T{} : detail::from_bytes<T>(r.values.at(0));
+  }
+
+  MSGPACK_DEFINE(mgr_, name_, timeout_ms_)
+
+private:
+  actor_ref mgr_;
+  std::string name_;
+  std::int64_t timeout_ms_ = 30000;
+};
+
+/// Several operations on one manager, applied all or nothing (a
+/// transaction_aborted when a check fails, or the first error).
+///
+///     pactor::transaction tx;
+///     tx.increment(accounts, "alice", -10);
+///     tx.require_at_least(accounts, "alice", 0); // aborts if it went below
+///     tx.increment(accounts, "bob", 10);
+///     tx.commit();
+class transaction {
+public:
+  template <class K, class V>
+  transaction& set(const dict_proxy<K, V>& d, const K& k, const V& v) {
+    auto op = d.make(detail::mgr_opcode::set, k);
+    op.value = detail::to_bytes(v);
+    return add(d.mgr_, std::move(op), d.timeout_ms_);
+  }
+  template <class K, class V>
+  transaction& increment(const dict_proxy<K, V>& d, const K& k, V delta) {
+    auto op = d.make(detail::mgr_opcode::increment, k);
+    op.value = detail::to_bytes(delta);
+    return add(d.mgr_, std::move(op), d.timeout_ms_);
+  }
+  template <class K, class V>
+  transaction& erase(const dict_proxy<K, V>& d, const K& k) {
+    return add(d.mgr_, d.make(detail::mgr_opcode::erase, k), d.timeout_ms_);
+  }
+  /// Aborts the transaction unless k holds `expected` (nullopt: missing).
+  template <class K, class V>
+  transaction& require(const dict_proxy<K, V>& d, const K& k,
+                       const std::optional<V>& expected) {
+    auto op = d.make(detail::mgr_opcode::check, k);
+    op.extra = expected ? detail::to_bytes(*expected) : std::string();
+    return add(d.mgr_, std::move(op), d.timeout_ms_);
+  }
+  /// Aborts the transaction unless the number at k is >= `floor` (a
+  /// missing key counts as 0).
+  template <class K, class V>
+  transaction& require_at_least(const dict_proxy<K, V>& d, const K& k,
+                                V floor) {
+    auto op = d.make(detail::mgr_opcode::at_least, k);
+    op.value = detail::to_bytes(floor);
+    return add(d.mgr_, std::move(op), d.timeout_ms_);
+  }
+  transaction& add(const counter_proxy& c, std::int64_t delta);
+
+  /// Applies every operation atomically; returns each one's result bytes
+  /// (decode with result<T>(i)).
+  void commit();
+  template <class T>
+  [[nodiscard]] T result(std::size_t i) const {
+    return detail::from_bytes<T>(results_.at(i));
+  }
+
+private:
+  transaction& add(actor_ref mgr, detail::mgr_op op, std::int64_t timeout_ms);
+  actor_ref mgr_{};
+  std::vector<detail::mgr_op> ops_;
+  std::vector<std::string> results_;
+  std::int64_t timeout_ms_ = 30000;
+};
+
+/// Starts a manager: a supervised actor holding named shared objects
+/// (Python's multiprocessing.Manager()). Proxies from it work in the
+/// program and in any actor they are sent to. The destructor shuts it
+/// down; proxies used afterwards throw manager_shut_down.
+///
+/// Example:
+///
+///     pactor::actor_system sys;
+///     pactor::manager mgr(sys, {.data_dir = "/var/lib/app/state"});
+///     auto words = mgr.dict<std::string, long>("words");
+///     words.increment("hello");           // atomic, inside the manager
+///     long n = words.at("hello");
+class manager {
+public:
+  explicit manager(actor_system& sys, manager_options opts = {});
+  ~manager();
+  manager(const manager&) = delete;
+  manager& operator=(const manager&) = delete;
+
+  /// The dict called `name` (created empty if it does not exist);
+  /// wrong_type if `name` is another kind of object.
+  template <class K, class V>
+  dict_proxy<K, V> dict(const std::string& name) {
+    create(name, detail::mgr_kind::dict, {});
+    return {ref_, name, opts_.timeout.count()};
+  }
+  template <class T>
+  list_proxy<T> list(const std::string& name) {
+    create(name, detail::mgr_kind::list, {});
+    return {ref_, name, opts_.timeout.count()};
+  }
+  /// The value called `name`, set to `initial` if it does not exist.
+  template <class T>
+  value_proxy<T> value(const std::string& name, const T& initial = T{}) {
+    create(name, detail::mgr_kind::value, detail::to_bytes(initial));
+    return {ref_, name, opts_.timeout.count()};
+  }
+  counter_proxy counter(const std::string& name);
+  /// An object of registered type `type` (register_method<T, ...>(type,
+  /// ...)), default-constructed if it does not exist.
+  template <class T>
+  object_proxy<T> object(const std::string& name, const std::string& type) {
+    create(name, detail::mgr_kind::object, detail::to_bytes(type));
+    return {ref_, name, opts_.timeout.count()};
+  }
+  /// A namespace: a dict of msgpack values by name (Python's Namespace).
+  template <class V>
+  dict_proxy<std::string, V> ns(const std::string& name = "namespace") {
+    return dict<std::string, V>(name);
+  }
+  /// Removes an object; returns whether it existed.
+  bool drop(const std::string& name);
+
+  /// The manager actor (stays the same across its restarts).
+  [[nodiscard]] actor_ref ref() const noexcept {
+    return ref_;
+  }
+  /// Its supervisor.
+  [[nodiscard]] actor_ref supervisor() const noexcept {
+    return sup_;
+  }
+  /// Stops the manager (after the requests already sent); later proxy
+  /// calls throw manager_shut_down. Idempotent.
+  void shutdown();
+
+private:
+  void create(const std::string& name, detail::mgr_kind kind,
+              std::string initial);
+
+  actor_system* sys_;
+  manager_options opts_;
+  actor_ref sup_{};
+  actor_ref ref_{};
+  bool down_ = false;
+};
+
+} // namespace pactor

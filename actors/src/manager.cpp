@@ -1,0 +1,1048 @@
+// The manager actor: named objects, atomic operations and transactions,
+// the snapshot + log, and the client side of proxies
+// (docs/design/manager.md).
+
+#include <pactor/actors/manager.hpp>
+#include <pactor/actors/this_actor.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <random>
+#include <sys/stat.h>
+#include <thread>
+#include <unistd.h>
+#include <unordered_map>
+
+namespace pactor {
+
+namespace detail {
+
+namespace {
+
+// ---- registries (filled at static initialisation in every process) ----
+
+struct registries {
+  std::mutex mu;
+  std::unordered_map<std::string, mgr_update_fn> updates;
+  std::map<std::pair<std::string, std::string>, mgr_method_fn> methods;
+};
+
+registries& regs() {
+  static auto* r = new registries; // never destroyed: used at exit too
+  return *r;
+}
+
+// ---- the store ----
+
+struct object_rec {
+  mgr_kind kind = mgr_kind::dict;
+  std::unordered_map<std::string, std::string> dict;
+  std::vector<std::string> list;
+  std::string value;
+  std::int64_t counter = 0;
+  std::string type; // object: the registered type
+};
+
+/// One object as the snapshot holds it.
+struct object_wire {
+  std::string name;
+  std::uint8_t kind = 0;
+  std::vector<std::pair<std::string, std::string>> dict;
+  std::vector<std::string> list;
+  std::string value;
+  std::int64_t counter = 0;
+  std::string type;
+  MSGPACK_DEFINE(name, kind, dict, list, value, counter, type)
+};
+
+struct client_wire {
+  std::uint64_t client = 0;
+  std::uint64_t seq = 0;
+  mgr_reply reply;
+  MSGPACK_DEFINE(client, seq, reply)
+};
+
+struct snapshot_wire {
+  std::uint64_t log_generation = 0;
+  std::vector<object_wire> objects;
+  std::vector<client_wire> clients;
+  MSGPACK_DEFINE(log_generation, objects, clients)
+};
+
+struct log_entry {
+  mgr_request request;
+  mgr_reply reply;
+  MSGPACK_DEFINE(request, reply)
+};
+
+std::uint32_t fnv1a(const char* p, std::size_t n) {
+  std::uint32_t h = 2166136261U;
+  for (std::size_t i = 0; i < n; ++i) {
+    h ^= static_cast<unsigned char>(p[i]);
+    h *= 16777619U;
+  }
+  return h;
+}
+
+const char* kind_name(mgr_kind k) {
+  switch (k) {
+  case mgr_kind::dict:
+    return "dict";
+  case mgr_kind::list:
+    return "list";
+  case mgr_kind::value:
+    return "value";
+  case mgr_kind::counter:
+    return "counter";
+  case mgr_kind::object:
+    return "object";
+  }
+  return "?";
+}
+
+/// An operation's failure: a status and a message.
+struct op_failure {
+  mgr_status status;
+  std::string message;
+};
+
+[[noreturn]] void fail(mgr_status s, std::string message) {
+  throw op_failure{s, std::move(message)};
+}
+
+/// A number as the manager sees it.
+struct number {
+  bool is_float = false;
+  std::int64_t i = 0;
+  double d = 0;
+  [[nodiscard]] double as_double() const {
+    return is_float ? d : static_cast<double>(i);
+  }
+};
+
+number to_number(const std::string& bytes, const char* what) {
+  try {
+    scratch_zone zone;
+    auto obj = unpack_checked(zone.get(), std::as_bytes(std::span(bytes)),
+                              decode_limits{}, 0, "number");
+    number n;
+    switch (obj.type) {
+    case msgpack::type::POSITIVE_INTEGER:
+      n.i = static_cast<std::int64_t>(obj.via.u64);
+      return n;
+    case msgpack::type::NEGATIVE_INTEGER:
+      n.i = obj.via.i64;
+      return n;
+    case msgpack::type::FLOAT32:
+    case msgpack::type::FLOAT64:
+      n.is_float = true;
+      n.d = obj.via.f64;
+      return n;
+    default:
+      break;
+    }
+  } catch (const decode_error&) {
+  }
+  fail(mgr_status::wrong_type, std::string(what) + " is not a number");
+}
+
+std::string number_bytes(const number& n) {
+  return n.is_float ? to_bytes(n.d) : to_bytes(n.i);
+}
+
+bool mutating(mgr_opcode op) {
+  switch (op) {
+  case mgr_opcode::get:
+  case mgr_opcode::contains:
+  case mgr_opcode::size:
+  case mgr_opcode::keys:
+  case mgr_opcode::items:
+  case mgr_opcode::at:
+  case mgr_opcode::snapshot:
+  case mgr_opcode::check:
+  case mgr_opcode::at_least:
+    return false;
+  default:
+    return true;
+  }
+}
+
+/// An index into a list of `size` (negative from the end).
+std::size_t list_index(const std::string& key, std::size_t size) {
+  std::int64_t i = 0;
+  try {
+    i = from_bytes<std::int64_t>(key);
+  } catch (const decode_error&) {
+    fail(mgr_status::bad_request, "a list index that is not an integer");
+  }
+  auto n = static_cast<std::int64_t>(size);
+  if (i < 0)
+    i += n;
+  if (i < 0 || i >= n)
+    fail(mgr_status::index_error, "list index out of range");
+  return static_cast<std::size_t>(i);
+}
+
+class store {
+public:
+  // -- undo (transactions) --
+  struct undo {
+    std::string name;
+    std::optional<object_rec> whole; // nullopt: the object did not exist
+    bool keyed = false;
+    std::string key;
+    std::optional<std::string> old;
+  };
+
+  /// Applies one operation; the reply's values.
+  std::vector<std::string> apply(const mgr_op& op, std::vector<undo>* log) {
+    auto code = static_cast<mgr_opcode>(op.op);
+    if (code == mgr_opcode::create)
+      return create(op, log);
+    if (code == mgr_opcode::drop) {
+      auto it = objects_.find(op.object);
+      if (it == objects_.end())
+        return {to_bytes(false)};
+      if (log != nullptr)
+        log->push_back({op.object, it->second, false, {}, {}});
+      objects_.erase(it);
+      return {to_bytes(true)};
+    }
+    auto it = objects_.find(op.object);
+    if (it == objects_.end())
+      fail(mgr_status::key_error, "no object named '" + op.object + "'");
+    auto& o = it->second;
+    switch (o.kind) {
+    case mgr_kind::dict:
+      return dict_op(op, code, o, log);
+    case mgr_kind::list:
+      save_whole(op.object, o, log);
+      return list_op(code, op, o);
+    case mgr_kind::value:
+    case mgr_kind::object:
+      save_whole(op.object, o, log);
+      return value_op(code, op, o);
+    case mgr_kind::counter:
+      save_whole(op.object, o, log);
+      return counter_op(code, op, o);
+    }
+    fail(mgr_status::bad_request, "an object of an unknown kind");
+  }
+
+  void rollback(std::vector<undo>& log) {
+    for (auto u = log.rbegin(); u != log.rend(); ++u) {
+      if (u->keyed) {
+        auto it = objects_.find(u->name);
+        if (it == objects_.end())
+          continue;
+        if (u->old)
+          it->second.dict[u->key] = *u->old;
+        else
+          it->second.dict.erase(u->key);
+      } else if (u->whole) {
+        objects_[u->name] = *u->whole;
+      } else {
+        objects_.erase(u->name);
+      }
+    }
+  }
+
+  [[nodiscard]] snapshot_wire to_wire() const {
+    snapshot_wire w;
+    for (const auto& [name, o] : objects_) {
+      object_wire ow;
+      ow.name = name;
+      ow.kind = static_cast<std::uint8_t>(o.kind);
+      ow.dict.assign(o.dict.begin(), o.dict.end());
+      ow.list = o.list;
+      ow.value = o.value;
+      ow.counter = o.counter;
+      ow.type = o.type;
+      w.objects.push_back(std::move(ow));
+    }
+    return w;
+  }
+
+  void from_wire(snapshot_wire& w) {
+    objects_.clear();
+    for (auto& ow : w.objects) {
+      object_rec o;
+      o.kind = static_cast<mgr_kind>(ow.kind);
+      o.dict.reserve(ow.dict.size());
+      for (auto& [k, v] : ow.dict)
+        o.dict.emplace(std::move(k), std::move(v));
+      o.list = std::move(ow.list);
+      o.value = std::move(ow.value);
+      o.counter = ow.counter;
+      o.type = std::move(ow.type);
+      objects_.emplace(std::move(ow.name), std::move(o));
+    }
+  }
+
+private:
+  static void save_whole(const std::string& name, const object_rec& o,
+                         std::vector<undo>* log) {
+    if (log != nullptr)
+      log->push_back({name, o, false, {}, {}});
+  }
+
+  std::vector<std::string> create(const mgr_op& op, std::vector<undo>* log) {
+    auto kind = static_cast<mgr_kind>(from_bytes<std::uint8_t>(op.key));
+    if (kind < mgr_kind::dict || kind > mgr_kind::object)
+      fail(mgr_status::bad_request, "an unknown object kind");
+    auto it = objects_.find(op.object);
+    if (it != objects_.end()) {
+      if (it->second.kind != kind)
+        fail(mgr_status::wrong_type, "'" + op.object + "' is a "
+                                       + kind_name(it->second.kind) + ", not a "
+                                       + kind_name(kind));
+      if (kind == mgr_kind::object
+          && it->second.type != from_bytes<std::string>(op.value))
+        fail(mgr_status::wrong_type,
+             "'" + op.object + "' is an object of type " + it->second.type);
+      return {to_bytes(false)};
+    }
+    object_rec o;
+    o.kind = kind;
+    if (kind == mgr_kind::value)
+      o.value = op.value;
+    if (kind == mgr_kind::object)
+      o.type = from_bytes<std::string>(op.value);
+    if (log != nullptr)
+      log->push_back({op.object, std::nullopt, false, {}, {}});
+    objects_.emplace(op.object, std::move(o));
+    return {to_bytes(true)};
+  }
+
+  static void save_key(const std::string& name, object_rec& o,
+                       const std::string& key, std::vector<undo>* log) {
+    if (log == nullptr)
+      return;
+    auto it = o.dict.find(key);
+    log->push_back({name, {}, true, key,
+                    it == o.dict.end() ? std::nullopt
+                                       : std::optional(it->second)});
+  }
+
+  static std::vector<std::string> dict_op(const mgr_op& op, mgr_opcode code,
+                                          object_rec& o,
+                                          std::vector<undo>* log) {
+    auto& d = o.dict;
+    switch (code) {
+    case mgr_opcode::get: {
+      auto it = d.find(op.key);
+      if (it == d.end())
+        return {};
+      return {it->second};
+    }
+    case mgr_opcode::set:
+      save_key(op.object, o, op.key, log);
+      d[op.key] = op.value;
+      return {};
+    case mgr_opcode::erase:
+      save_key(op.object, o, op.key, log);
+      return {to_bytes(d.erase(op.key) != 0)};
+    case mgr_opcode::contains:
+      return {to_bytes(d.count(op.key) != 0)};
+    case mgr_opcode::size:
+      return {to_bytes(d.size())};
+    case mgr_opcode::keys: {
+      std::vector<std::string> out;
+      out.reserve(d.size());
+      for (const auto& kv : d)
+        out.push_back(kv.first);
+      return out;
+    }
+    case mgr_opcode::items: {
+      std::vector<std::string> out;
+      out.reserve(2 * d.size());
+      for (const auto& kv : d) {
+        out.push_back(kv.first);
+        out.push_back(kv.second);
+      }
+      return out;
+    }
+    case mgr_opcode::increment: {
+      auto it = d.find(op.key);
+      number cur;
+      if (it != d.end())
+        cur = to_number(it->second, "the value");
+      auto delta = to_number(op.value, "the increment");
+      number out;
+      if (cur.is_float || delta.is_float) {
+        out.is_float = true;
+        out.d = cur.as_double() + delta.as_double();
+      } else {
+        out.i = cur.i + delta.i;
+      }
+      save_key(op.object, o, op.key, log);
+      d[op.key] = number_bytes(out);
+      return {d[op.key]};
+    }
+    case mgr_opcode::cas: {
+      auto it = d.find(op.key);
+      bool match = op.extra.empty() ? it == d.end()
+                                    : (it != d.end() && it->second == op.extra);
+      if (!match)
+        return {to_bytes(false)};
+      save_key(op.object, o, op.key, log);
+      d[op.key] = op.value;
+      return {to_bytes(true)};
+    }
+    case mgr_opcode::check: {
+      auto it = d.find(op.key);
+      bool match = op.extra.empty() ? it == d.end()
+                                    : (it != d.end() && it->second == op.extra);
+      if (!match)
+        fail(mgr_status::aborted, "a required value in '" + op.object
+                                    + "' did not match");
+      return {};
+    }
+    case mgr_opcode::at_least: {
+      auto it = d.find(op.key);
+      number cur;
+      if (it != d.end())
+        cur = to_number(it->second, "the value");
+      auto floor = to_number(op.value, "the floor");
+      if (cur.as_double() < floor.as_double())
+        fail(mgr_status::aborted,
+             "a value in '" + op.object + "' is below the required floor");
+      return {};
+    }
+    case mgr_opcode::get_or_insert: {
+      auto [it, inserted] = d.try_emplace(op.key, op.value);
+      if (inserted && log != nullptr)
+        log->push_back({op.object, {}, true, op.key, std::nullopt});
+      return {it->second};
+    }
+    case mgr_opcode::update: {
+      auto [fn, arg] = from_bytes<std::pair<std::string, std::string>>(op.extra);
+      auto f = find_update(fn);
+      auto it = d.find(op.key);
+      auto out = run_update(f, fn, it == d.end() ? nullptr : &it->second, arg);
+      save_key(op.object, o, op.key, log);
+      d[op.key] = out;
+      return {std::move(out)};
+    }
+    case mgr_opcode::clear:
+      if (log != nullptr)
+        log->push_back({op.object, o, false, {}, {}});
+      d.clear();
+      return {};
+    default:
+      fail(mgr_status::wrong_type,
+           "'" + op.object + "' is a dict: no such operation on it");
+    }
+  }
+
+  static std::vector<std::string> list_op(mgr_opcode code, const mgr_op& op,
+                                          object_rec& o) {
+    auto& l = o.list;
+    switch (code) {
+    case mgr_opcode::append:
+      l.push_back(op.value);
+      return {to_bytes(l.size())};
+    case mgr_opcode::at:
+      return {l[list_index(op.key, l.size())]};
+    case mgr_opcode::set_at:
+      l[list_index(op.key, l.size())] = op.value;
+      return {};
+    case mgr_opcode::pop: {
+      if (l.empty())
+        fail(mgr_status::index_error, "pop from an empty list");
+      auto i = list_index(op.key, l.size());
+      auto v = std::move(l[i]);
+      l.erase(l.begin() + static_cast<std::ptrdiff_t>(i));
+      return {std::move(v)};
+    }
+    case mgr_opcode::size:
+      return {to_bytes(l.size())};
+    case mgr_opcode::items:
+      return l;
+    case mgr_opcode::clear:
+      l.clear();
+      return {};
+    default:
+      fail(mgr_status::wrong_type,
+           "'" + op.object + "' is a list: no such operation on it");
+    }
+  }
+
+  static std::vector<std::string> value_op(mgr_opcode code, const mgr_op& op,
+                                           object_rec& o) {
+    if (o.kind == mgr_kind::object) {
+      if (code == mgr_opcode::get)
+        return {o.value};
+      if (code != mgr_opcode::call)
+        fail(mgr_status::wrong_type, "'" + op.object
+                                       + "' is an object: use its methods");
+      auto [method, args] = from_bytes<std::pair<std::string, std::string>>(
+        op.extra);
+      mgr_method_fn fn = nullptr;
+      {
+        auto& r = regs();
+        std::lock_guard lk(r.mu);
+        auto it = r.methods.find({o.type, method});
+        if (it != r.methods.end())
+          fn = it->second;
+      }
+      if (fn == nullptr)
+        fail(mgr_status::unknown_function,
+             "type " + o.type + " has no registered method '" + method + "'");
+      auto state = o.value;
+      std::string out;
+      try {
+        out = fn(state, args);
+      } catch (const std::exception& e) {
+        fail(mgr_status::function_error, "method '" + method + "' threw: "
+                                           + e.what());
+      }
+      o.value = std::move(state);
+      return {std::move(out)};
+    }
+    switch (code) {
+    case mgr_opcode::get:
+      return {o.value};
+    case mgr_opcode::set:
+      o.value = op.value;
+      return {};
+    case mgr_opcode::cas:
+      if (o.value != op.extra)
+        return {to_bytes(false)};
+      o.value = op.value;
+      return {to_bytes(true)};
+    case mgr_opcode::update: {
+      auto [fn, arg] = from_bytes<std::pair<std::string, std::string>>(op.extra);
+      o.value = run_update(find_update(fn), fn, &o.value, arg);
+      return {o.value};
+    }
+    default:
+      fail(mgr_status::wrong_type,
+           "'" + op.object + "' is a value: no such operation on it");
+    }
+  }
+
+  static std::vector<std::string> counter_op(mgr_opcode code, const mgr_op& op,
+                                             object_rec& o) {
+    switch (code) {
+    case mgr_opcode::get:
+      return {to_bytes(o.counter)};
+    case mgr_opcode::increment:
+      o.counter += to_number(op.value, "the increment").i;
+      return {to_bytes(o.counter)};
+    case mgr_opcode::set:
+      o.counter = to_number(op.value, "the value").i;
+      return {};
+    default:
+      fail(mgr_status::wrong_type,
+           "'" + op.object + "' is a counter: no such operation on it");
+    }
+  }
+
+  static mgr_update_fn find_update(const std::string& name) {
+    auto& r = regs();
+    std::lock_guard lk(r.mu);
+    auto it = r.updates.find(name);
+    if (it == r.updates.end())
+      fail(mgr_status::unknown_function,
+           "no update function registered as '" + name + "'");
+    return it->second;
+  }
+
+  static std::string run_update(mgr_update_fn f, const std::string& name,
+                                const std::string* current,
+                                const std::string& arg) {
+    try {
+      return f(current, arg);
+    } catch (const std::exception& e) {
+      fail(mgr_status::function_error,
+           "update function '" + name + "' threw: " + e.what());
+    }
+  }
+
+  std::map<std::string, object_rec> objects_;
+};
+
+// ---- the manager actor ----
+
+class manager_actor {
+public:
+  explicit manager_actor(mgr_config cfg) : cfg_(std::move(cfg)) {
+    if (!cfg_.data_dir.empty())
+      recover();
+  }
+  manager_actor(const manager_actor&) = delete;
+  manager_actor& operator=(const manager_actor&) = delete;
+  ~manager_actor() {
+    if (log_fd_ >= 0) {
+      if (dirty_)
+        ::fdatasync(log_fd_);
+      ::close(log_fd_);
+    }
+  }
+
+  void on_start() {
+    if (log_fd_ >= 0 && static_cast<durability>(cfg_.sync)
+                          == durability::periodic)
+      this_actor::set_idle_timeout(
+        std::chrono::milliseconds(std::max<std::int64_t>(cfg_.sync_every_ms, 1)));
+  }
+
+  pactor::behavior behavior() {
+    return pactor::behavior{
+      [this](const mgr_request& r) { return handle(r); },
+      [this](const this_actor::idle&) { sync_now(); },
+    };
+  }
+
+private:
+  mgr_reply handle(const mgr_request& r) {
+    if (r.client != 0) {
+      auto it = clients_.find(r.client);
+      if (it != clients_.end() && r.seq <= it->second.seq) {
+        if (r.seq == it->second.seq)
+          return it->second.reply; // a redelivered request: answered once
+        mgr_reply stale;
+        stale.status = static_cast<std::uint8_t>(mgr_status::bad_request);
+        stale.error = "a request older than one already applied";
+        return stale;
+      }
+    }
+    auto reply = execute(r);
+    bool changed = reply.status == 0
+                   && std::any_of(r.ops.begin(), r.ops.end(), [](const auto& op) {
+                        return mutating(static_cast<mgr_opcode>(op.op));
+                      });
+    if (changed) {
+      if (log_fd_ >= 0)
+        append(r, reply);
+      if (r.client != 0)
+        clients_[r.client] = {r.seq, reply};
+    }
+    return reply;
+  }
+
+  mgr_reply execute(const mgr_request& r) {
+    mgr_reply reply;
+    std::vector<store::undo> undo;
+    std::size_t i = 0;
+    try {
+      for (; i < r.ops.size(); ++i) {
+        auto values = store_.apply(r.ops[i], r.transaction ? &undo : nullptr);
+        for (auto& v : values)
+          reply.values.push_back(std::move(v));
+        if (!r.transaction)
+          break; // one operation per plain request
+      }
+    } catch (const op_failure& f) {
+      if (r.transaction)
+        store_.rollback(undo);
+      reply.values.clear();
+      reply.status = static_cast<std::uint8_t>(
+        r.transaction && f.status != mgr_status::aborted ? mgr_status::aborted
+                                                         : f.status);
+      reply.error = r.transaction ? "operation " + std::to_string(i) + ": "
+                                      + f.message
+                                  : f.message;
+    } catch (const decode_error& e) {
+      if (r.transaction)
+        store_.rollback(undo);
+      reply.values.clear();
+      reply.status = static_cast<std::uint8_t>(mgr_status::wrong_type);
+      reply.error = std::string("a value did not decode: ") + e.what();
+    }
+    return reply;
+  }
+
+  // -- persistence --
+
+  [[nodiscard]] std::string path(const std::string& leaf) const {
+    return cfg_.data_dir + "/" + leaf;
+  }
+  [[nodiscard]] std::string log_path(std::uint64_t gen) const {
+    return path("log." + std::to_string(gen));
+  }
+
+  void recover() {
+    std::filesystem::create_directories(cfg_.data_dir);
+    snapshot_wire snap;
+    auto snap_bytes = read_file(path("snapshot"));
+    if (!snap_bytes.empty()) {
+      snap = decode_payload<snapshot_wire>(std::as_bytes(std::span(snap_bytes)));
+      store_.from_wire(snap);
+      for (auto& c : snap.clients)
+        clients_[c.client] = {c.seq, std::move(c.reply)};
+    }
+    gen_ = snap.log_generation;
+    // Replay the log after the snapshot, up to its last whole record.
+    auto log = read_file(log_path(gen_));
+    std::size_t off = 0;
+    while (off + 8 <= log.size()) {
+      std::uint32_t len = 0;
+      std::uint32_t sum = 0;
+      std::memcpy(&len, log.data() + off, 4);
+      std::memcpy(&sum, log.data() + off + 4, 4);
+      if (off + 8 + len > log.size() || fnv1a(log.data() + off + 8, len) != sum)
+        break; // a record the crash cut short
+      auto e = decode_payload<log_entry>(
+        std::as_bytes(std::span(log.data() + off + 8, len)));
+      (void)execute(e.request);
+      if (e.request.client != 0)
+        clients_[e.request.client] = {e.request.seq, std::move(e.reply)};
+      off += 8 + len;
+    }
+    log_fd_ = ::open(log_path(gen_).c_str(),
+                     O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (log_fd_ < 0)
+      throw std::system_error(errno, std::system_category(),
+                              "pactor::manager: cannot open " + log_path(gen_));
+    if (off < log.size() && ::ftruncate(log_fd_, static_cast<off_t>(off)) != 0)
+      throw std::system_error(errno, std::system_category(),
+                              "pactor::manager: cannot truncate the log");
+    log_bytes_ = off;
+    // Logs of older generations (a crash during the last snapshot).
+    for (const auto& entry : std::filesystem::directory_iterator(cfg_.data_dir)) {
+      auto name = entry.path().filename().string();
+      if (name.rfind("log.", 0) == 0 && name != "log." + std::to_string(gen_))
+        std::filesystem::remove(entry.path());
+    }
+  }
+
+  static std::string read_file(const std::string& p) {
+    std::string out;
+    int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      return out;
+    char buf[1 << 16];
+    for (;;) {
+      auto n = ::read(fd, buf, sizeof buf);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        break;
+      out.append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+    return out;
+  }
+
+  static void write_all(int fd, const char* p, std::size_t n, const char* what) {
+    while (n > 0) {
+      auto w = ::write(fd, p, n);
+      if (w < 0 && errno == EINTR)
+        continue;
+      if (w < 0)
+        throw std::system_error(errno, std::system_category(), what);
+      p += w;
+      n -= static_cast<std::size_t>(w);
+    }
+  }
+
+  void append(const mgr_request& r, const mgr_reply& reply) {
+    log_entry e{r, reply};
+    buf_.assign(8, '\0');
+    auto size = packed_size(e);
+    buf_.resize(8 + size);
+    pack_into(e, std::as_writable_bytes(std::span(buf_).subspan(8)));
+    auto len = static_cast<std::uint32_t>(size);
+    auto sum = fnv1a(buf_.data() + 8, size);
+    std::memcpy(buf_.data(), &len, 4);
+    std::memcpy(buf_.data() + 4, &sum, 4);
+    // One write: a crash leaves the record whole or cut (then dropped).
+    write_all(log_fd_, buf_.data(), buf_.size(), "pactor::manager: log write");
+    log_bytes_ += buf_.size();
+    dirty_ = true;
+    switch (static_cast<durability>(cfg_.sync)) {
+    case durability::every_write:
+      sync_now();
+      break;
+    case durability::periodic: {
+      auto now = std::chrono::steady_clock::now();
+      if (now - last_sync_ >= std::chrono::milliseconds(cfg_.sync_every_ms))
+        sync_now();
+      break;
+    }
+    case durability::process_crash:
+      break;
+    }
+    if (log_bytes_ >= cfg_.snapshot_after_bytes)
+      take_snapshot();
+  }
+
+  void sync_now() {
+    if (log_fd_ >= 0 && dirty_) {
+      ::fdatasync(log_fd_);
+      dirty_ = false;
+    }
+    last_sync_ = std::chrono::steady_clock::now();
+  }
+
+  /// Folds the log into a new snapshot: write, sync, rename (the commit),
+  /// then a fresh log of the next generation; the old one is removed.
+  void take_snapshot() {
+    auto w = store_.to_wire();
+    w.log_generation = gen_ + 1;
+    for (const auto& [client, c] : clients_)
+      w.clients.push_back({client, c.seq, c.reply});
+    std::vector<std::byte> bytes;
+    pack_payload(bytes, w);
+    auto tmp = path("snapshot.tmp");
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+      throw std::system_error(errno, std::system_category(),
+                              "pactor::manager: cannot write a snapshot");
+    write_all(fd, reinterpret_cast<const char*>(bytes.data()), bytes.size(),
+              "pactor::manager: snapshot write");
+    ::fsync(fd);
+    ::close(fd);
+    if (::rename(tmp.c_str(), path("snapshot").c_str()) != 0)
+      throw std::system_error(errno, std::system_category(),
+                              "pactor::manager: snapshot rename");
+    int dir = ::open(cfg_.data_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir >= 0) {
+      ::fsync(dir);
+      ::close(dir);
+    }
+    auto old = log_path(gen_);
+    ++gen_;
+    ::close(log_fd_);
+    log_fd_ = ::open(log_path(gen_).c_str(),
+                     O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (log_fd_ < 0)
+      throw std::system_error(errno, std::system_category(),
+                              "pactor::manager: cannot open the new log");
+    ::unlink(old.c_str());
+    log_bytes_ = 0;
+    dirty_ = false;
+  }
+
+  struct client_rec {
+    std::uint64_t seq = 0;
+    mgr_reply reply;
+  };
+
+  mgr_config cfg_;
+  store store_;
+  std::unordered_map<std::uint64_t, client_rec> clients_;
+  int log_fd_ = -1;
+  std::uint64_t gen_ = 0;
+  std::uint64_t log_bytes_ = 0;
+  bool dirty_ = false;
+  std::chrono::steady_clock::time_point last_sync_{};
+  std::string buf_;
+};
+
+// ---- the client side ----
+
+struct client_identity {
+  std::uint64_t id = 0;
+  std::uint64_t seq = 0;
+  pid_t pid = 0;
+};
+
+client_identity& me() {
+  thread_local client_identity c;
+  pid_t pid = ::getpid();
+  if (c.id == 0 || c.pid != pid) { // a fork child is another client
+    std::random_device rd;
+    c.id = (static_cast<std::uint64_t>(rd()) << 32 | rd()) | 1;
+    c.seq = 0;
+    c.pid = pid;
+  }
+  return c;
+}
+
+[[noreturn]] void throw_status(const mgr_reply& r) {
+  switch (static_cast<mgr_status>(r.status)) {
+  case mgr_status::key_error:
+    throw key_error("pactor::key_error: " + r.error);
+  case mgr_status::index_error:
+    throw index_error("pactor::index_error: " + r.error);
+  case mgr_status::wrong_type:
+    throw wrong_type("pactor::wrong_type: " + r.error);
+  case mgr_status::unknown_function:
+    throw unknown_function("pactor::unknown_function: " + r.error);
+  case mgr_status::aborted:
+    throw transaction_aborted("pactor::transaction_aborted: " + r.error);
+  case mgr_status::shut_down:
+    throw manager_shut_down("pactor::manager_shut_down: " + r.error);
+  default:
+    throw manager_error("pactor::manager_error: " + r.error);
+  }
+}
+
+} // namespace
+
+void register_update_fn(const std::string& name, mgr_update_fn fn) {
+  auto& r = regs();
+  std::lock_guard lk(r.mu);
+  r.updates[name] = fn;
+}
+
+void register_method_fn(const std::string& type, const std::string& method,
+                        mgr_method_fn fn) {
+  auto& r = regs();
+  std::lock_guard lk(r.mu);
+  r.methods[{type, method}] = fn;
+}
+
+mgr_reply call_manager(actor_ref mgr, mgr_request req,
+                       std::chrono::milliseconds timeout) {
+  auto& c = me();
+  req.client = c.id;
+  req.seq = ++c.seq;
+  mgr_reply r;
+  try {
+    r = detail::request<mgr_reply>(mgr, req, wait_limit::after(timeout));
+  } catch (const actor_exited& e) {
+    throw manager_shut_down(std::string("pactor::manager_shut_down: the "
+                                        "manager is gone (")
+                            + e.what() + ")");
+  }
+  if (r.status != 0)
+    throw_status(r);
+  return r;
+}
+
+mgr_reply call_one(actor_ref mgr, mgr_op op, std::chrono::milliseconds timeout) {
+  mgr_request req;
+  req.ops.push_back(std::move(op));
+  return call_manager(mgr, std::move(req), timeout);
+}
+
+} // namespace detail
+
+std::int64_t counter_proxy::add(std::int64_t delta) const {
+  detail::mgr_op op;
+  op.op = static_cast<std::uint8_t>(detail::mgr_opcode::increment);
+  op.object = name_;
+  op.value = detail::to_bytes(delta);
+  return detail::from_bytes<std::int64_t>(
+    detail::call_one(mgr_, std::move(op), std::chrono::milliseconds(timeout_ms_))
+      .values.at(0));
+}
+
+std::int64_t counter_proxy::get() const {
+  detail::mgr_op op;
+  op.op = static_cast<std::uint8_t>(detail::mgr_opcode::get);
+  op.object = name_;
+  return detail::from_bytes<std::int64_t>(
+    detail::call_one(mgr_, std::move(op), std::chrono::milliseconds(timeout_ms_))
+      .values.at(0));
+}
+
+void counter_proxy::set(std::int64_t v) const {
+  detail::mgr_op op;
+  op.op = static_cast<std::uint8_t>(detail::mgr_opcode::set);
+  op.object = name_;
+  op.value = detail::to_bytes(v);
+  detail::call_one(mgr_, std::move(op), std::chrono::milliseconds(timeout_ms_));
+}
+
+transaction& transaction::add(const counter_proxy& c, std::int64_t delta) {
+  detail::mgr_op op;
+  op.op = static_cast<std::uint8_t>(detail::mgr_opcode::increment);
+  op.object = c.name_;
+  op.value = detail::to_bytes(delta);
+  return add(c.mgr_, std::move(op), c.timeout_ms_);
+}
+
+transaction& transaction::add(actor_ref mgr, detail::mgr_op op,
+                              std::int64_t timeout_ms) {
+  if (!ops_.empty() && mgr != mgr_)
+    throw std::invalid_argument("pactor::transaction: every operation must "
+                                "go to the same manager");
+  mgr_ = mgr;
+  timeout_ms_ = timeout_ms;
+  ops_.push_back(std::move(op));
+  return *this;
+}
+
+void transaction::commit() {
+  if (ops_.empty())
+    return;
+  detail::mgr_request req;
+  req.transaction = true;
+  req.ops = ops_;
+  auto r = detail::call_manager(mgr_, std::move(req),
+                                std::chrono::milliseconds(timeout_ms_));
+  results_ = std::move(r.values);
+}
+
+manager::manager(actor_system& sys, manager_options opts)
+    : sys_(&sys), opts_(std::move(opts)) {
+  detail::mgr_config cfg;
+  cfg.data_dir = opts_.data_dir;
+  cfg.sync = static_cast<std::uint8_t>(opts_.sync);
+  cfg.sync_every_ms = opts_.sync_every.count();
+  cfg.snapshot_after_bytes = opts_.snapshot_after_bytes;
+  if (!cfg.data_dir.empty())
+    cfg.data_dir = std::filesystem::absolute(cfg.data_dir).string();
+  supervisor_spec spec;
+  spec.intensity = opts_.intensity;
+  spec.period = opts_.period;
+  spec.name = opts_.name + "-sup";
+  auto child = worker<detail::manager_actor>("manager", cfg);
+  child.options.name = opts_.name;
+  spec.children.push_back(std::move(child));
+  auto sup = spawn_supervisor(sys, spec);
+  sup_ = sup.ref();
+  ref_ = sup.which_children().at(0).ref;
+}
+
+manager::~manager() {
+  try {
+    shutdown();
+  } catch (...) {
+  }
+}
+
+counter_proxy manager::counter(const std::string& name) {
+  create(name, detail::mgr_kind::counter, {});
+  return {ref_, name, opts_.timeout.count()};
+}
+
+bool manager::drop(const std::string& name) {
+  detail::mgr_op op;
+  op.op = static_cast<std::uint8_t>(detail::mgr_opcode::drop);
+  op.object = name;
+  return detail::from_bytes<bool>(
+    detail::call_one(ref_, std::move(op), opts_.timeout).values.at(0));
+}
+
+void manager::create(const std::string& name, detail::mgr_kind kind,
+                     std::string initial) {
+  if (down_)
+    throw manager_shut_down("pactor::manager_shut_down: the manager was shut "
+                            "down");
+  detail::mgr_op op;
+  op.op = static_cast<std::uint8_t>(detail::mgr_opcode::create);
+  op.object = name;
+  op.key = detail::to_bytes(static_cast<std::uint8_t>(kind));
+  op.value = std::move(initial);
+  detail::call_one(ref_, std::move(op), opts_.timeout);
+}
+
+void manager::shutdown() {
+  if (down_)
+    return;
+  down_ = true;
+  // Terminating the child closes its mailbox for good (a request then fails
+  // with actor_exited); stopping only the supervisor would leave it open
+  // for a restart that never comes.
+  try {
+    supervisor_ref(sup_).terminate_child("manager");
+  } catch (const std::exception&) {
+    // the supervisor is gone already: stopping it below is enough
+  }
+  sys_->stop(sup_);
+  (void)sys_->join(sup_, std::chrono::seconds(30));
+}
+
+} // namespace pactor
