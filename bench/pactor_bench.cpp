@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstdio>
 #include <fcntl.h>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -580,6 +581,131 @@ double idle_actor_pss_kb(bool) {
   return median(samples);
 }
 
+// ---- manager ----------------------------------------------------------------
+
+struct mgr_probe {
+  int n = 0;
+  bool set = false;
+  MSGPACK_DEFINE(n, set)
+};
+struct mgr_count {
+  int n = 0;
+  MSGPACK_DEFINE(n)
+};
+
+// A client actor (its own process): on mgr_probe, n timed gets or sets
+// through a dict proxy; replies with the median in microseconds.
+pactor::behavior dict_client(pactor::dict_proxy<std::string, long> d) {
+  return pactor::behavior{[d](const mgr_probe& p) {
+    std::vector<double> us;
+    us.reserve(static_cast<std::size_t>(p.n));
+    long sum = 0;
+    for (int i = 0; i < p.n; ++i) {
+      auto key = "k" + std::to_string(i % 64);
+      auto t0 = clock_type::now();
+      if (p.set)
+        d.set(key, i);
+      else
+        sum += d.get(key).value_or(0);
+      us.push_back(ms_since(t0) * 1000.0);
+    }
+    (void)sum;
+    return median(us);
+  }};
+}
+
+// On mgr_count: n synchronous atomic increments; replies with n.
+pactor::behavior counter_client(pactor::counter_proxy c) {
+  return pactor::behavior{[c](const mgr_count& m) {
+    for (int i = 0; i < m.n; ++i)
+      c.add(1);
+    return m.n;
+  }};
+}
+
+std::string bench_data_dir(const char* leaf) {
+  auto d = std::filesystem::temp_directory_path()
+           / ("pactor-bench-" + std::to_string(::getpid()) + "-" + leaf);
+  std::filesystem::remove_all(d);
+  return d.string();
+}
+
+/// Median us of a dict get (set) from a client actor.
+double manager_dict_us(bool quick, bool set, bool persist, bool spin) {
+  auto& sys = actor_sys();
+  auto dir = persist ? bench_data_dir("dict") : std::string();
+  pactor::manager_options mo;
+  mo.data_dir = dir;
+  if (!spin)
+    mo.spin = std::chrono::nanoseconds(0);
+  double result = 0;
+  {
+    pactor::manager mgr(sys, mo);
+    auto d = mgr.dict<std::string, long>("d");
+    for (int i = 0; i < 64; ++i)
+      d.set("k" + std::to_string(i), i);
+    pactor::spawn_options so;
+    if (!spin)
+      so.spin = std::chrono::nanoseconds(0);
+    auto client = sys.spawn_with(so, dict_client, d);
+    (void)sys.request<double>(client, mgr_probe{200, set}, std::chrono::seconds(60));
+    result = sys.request<double>(client, mgr_probe{quick ? 500 : 20000, set},
+                                 std::chrono::seconds(120));
+    sys.stop(client);
+    (void)sys.join(client, std::chrono::seconds(10));
+    if (!set && d.at("k63") != 63)
+      throw std::runtime_error("manager dict holds the wrong value");
+  }
+  if (persist)
+    std::filesystem::remove_all(dir);
+  return result;
+}
+
+/// Increments per second: 2 client actors, n synchronous increments each.
+double manager_counter_per_s(bool quick, bool persist) {
+  auto& sys = actor_sys();
+  auto dir = persist ? bench_data_dir("counter") : std::string();
+  double rate = 0;
+  {
+    pactor::manager mgr(sys, {.data_dir = dir});
+    auto c = mgr.counter("c");
+    const int n = quick ? 2000 : 200000;
+    auto a = sys.spawn(counter_client, c);
+    auto b = sys.spawn(counter_client, c);
+    (void)sys.request<int>(a, mgr_count{100}, std::chrono::seconds(60));
+    c.set(0);
+    auto t0 = clock_type::now();
+    // One client asked from this thread, the other from a helper actor's
+    // request: both run at once.
+    auto asker = sys.spawn(
+      +[](pactor::actor_ref other, int count) {
+        return pactor::behavior{[other, count](const mgr_count&) {
+          int done = pactor::this_actor::request<int>(
+            other, mgr_count{count}, std::chrono::seconds(600));
+          pactor::this_actor::send(pactor::this_actor::sender(),
+                                   mgr_count{done});
+        }};
+      },
+      b, n);
+    sys.send(asker, mgr_count{0});
+    (void)sys.request<int>(a, mgr_count{n}, std::chrono::seconds(600));
+    if (sys.receive<mgr_count>(std::chrono::seconds(600)).value_or(mgr_count{})
+          .n
+        != n)
+      throw std::runtime_error("the second counter client did not finish");
+    rate = 2.0 * n / (ms_since(t0) / 1000.0);
+    for (auto r : {a, b, asker}) {
+      sys.stop(r);
+      (void)sys.join(r, std::chrono::seconds(10));
+    }
+    if (c.get() != 2L * n)
+      throw std::runtime_error("manager counter lost or doubled increments");
+  }
+  if (persist)
+    std::filesystem::remove_all(dir);
+  return rate;
+}
+
 // ---- pool and executor ----------------------------------------------------
 
 /// 0, 1, ..., n - 1, computed as the pool reads them (hand-written: clang
@@ -770,6 +896,20 @@ std::vector<bench_case> all_cases() {
      [](bool quick) { return pipeline_items_per_s(quick, 5000, 0); }},
     {"pipeline_items_per_s_work5000_chaos20ms", "items/s",
      [](bool quick) { return pipeline_items_per_s(quick, 5000, 20); }},
+    {"manager_dict_get_us", "us",
+     [](bool quick) { return manager_dict_us(quick, false, false, true); }},
+    {"manager_dict_set_us", "us",
+     [](bool quick) { return manager_dict_us(quick, true, false, true); }},
+    {"manager_dict_get_us_nospin", "us",
+     [](bool quick) { return manager_dict_us(quick, false, false, false); }},
+    {"manager_dict_set_us_nospin", "us",
+     [](bool quick) { return manager_dict_us(quick, true, false, false); }},
+    {"manager_dict_set_us_persist", "us",
+     [](bool quick) { return manager_dict_us(quick, true, true, true); }},
+    {"manager_counter_incr_per_s", "incr/s",
+     [](bool quick) { return manager_counter_per_s(quick, false); }},
+    {"manager_counter_incr_per_s_persist", "incr/s",
+     [](bool quick) { return manager_counter_per_s(quick, true); }},
     {"pool_map_tiny_tasks_per_s", "tasks/s", pool_map_tiny_per_s},
     {"pool_map_tiny_tasks_per_s_chunk1", "tasks/s", pool_map_chunk1_per_s},
     {"pool_imap_unordered_tasks_per_s", "tasks/s", pool_imap_unordered_per_s},

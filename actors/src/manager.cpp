@@ -990,6 +990,7 @@ manager::manager(actor_system& sys, manager_options opts)
   spec.name = opts_.name + "-sup";
   auto child = worker<detail::manager_actor>("manager", cfg);
   child.options.name = opts_.name;
+  child.options.spin = opts_.spin;
   spec.children.push_back(std::move(child));
   auto sup = spawn_supervisor(sys, spec);
   sup_ = sup.ref();

@@ -394,6 +394,61 @@ def actors_1000_spawn_s(quick):
     return secs
 
 
+def _dict_client(d, n, do_set, out):
+    times = []
+    total = 0
+    for i in range(n):
+        key = "k%d" % (i % 64)
+        t0 = time.perf_counter()
+        if do_set:
+            d[key] = i
+        else:
+            total += d.get(key, 0)
+        times.append((time.perf_counter() - t0) * 1e6)
+    out.put(statistics.median(times))
+
+
+def manager_dict_us(quick, do_set):
+    """Median us of one get (set) through a Manager dict proxy, from a child."""
+    ctx = mp.get_context("fork")
+    with ctx.Manager() as m:
+        d = m.dict()
+        for i in range(64):
+            d["k%d" % i] = i
+        out = ctx.Queue()
+        p = ctx.Process(target=_dict_client, args=(d, 300 if quick else 5000, do_set, out))
+        p.start()
+        value = out.get(timeout=300)
+        p.join()
+        return value
+
+
+def _counter_client(counter, lock, n):
+    for _ in range(n):
+        with lock:
+            counter.value += 1
+
+
+def manager_counter_per_s(quick):
+    """2 processes x n increments of a Manager Value under a Manager Lock."""
+    ctx = mp.get_context("fork")
+    n = 500 if quick else 10000
+    with ctx.Manager() as m:
+        counter = m.Value("l", 0)
+        lock = m.Lock()
+        procs = [ctx.Process(target=_counter_client, args=(counter, lock, n))
+                 for _ in range(2)]
+        t0 = time.perf_counter()
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        dt = time.perf_counter() - t0
+        if counter.value != 2 * n:
+            raise RuntimeError("lost increments under the lock")
+        return 2 * n / dt
+
+
 def tiny_square(x):
     return x * x
 
@@ -509,6 +564,22 @@ CASES = [
     # An idle actor is an idle process here.
     ("idle_actor_pss_kb", "kB", lambda q: idle_pss_kb("fork")),
     ("pipeline_items_per_s", "items/s", pipeline_items_per_s),
+    ("manager_dict_get_us", "us",
+     lambda q: cached("mgr_get", lambda: manager_dict_us(q, False))),
+    ("manager_dict_set_us", "us",
+     lambda q: cached("mgr_set", lambda: manager_dict_us(q, True))),
+    # Python's manager has no spin: the same round trips.
+    ("manager_dict_get_us_nospin", "us",
+     lambda q: cached("mgr_get", lambda: manager_dict_us(q, False))),
+    ("manager_dict_set_us_nospin", "us",
+     lambda q: cached("mgr_set", lambda: manager_dict_us(q, True))),
+    # Python's manager does not persist: its plain set is the stand-in.
+    ("manager_dict_set_us_persist", "us",
+     lambda q: cached("mgr_set", lambda: manager_dict_us(q, True))),
+    ("manager_counter_incr_per_s", "incr/s",
+     lambda q: cached("mgr_ctr", lambda: manager_counter_per_s(q))),
+    ("manager_counter_incr_per_s_persist", "incr/s",
+     lambda q: cached("mgr_ctr", lambda: manager_counter_per_s(q))),
     ("pool_map_tiny_tasks_per_s", "tasks/s", pool_map_tiny_per_s),
     ("pool_map_tiny_tasks_per_s_chunk1", "tasks/s", pool_map_chunk1_per_s),
     ("pool_imap_unordered_tasks_per_s", "tasks/s", pool_imap_unordered_per_s),

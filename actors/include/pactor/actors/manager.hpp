@@ -97,6 +97,9 @@ struct manager_options {
   std::chrono::milliseconds timeout{30000};
   /// The process name.
   std::string name = "manager";
+  /// How long the manager spins on its empty mailbox before it sleeps
+  /// (negative: the system's default; 0: never).
+  std::chrono::nanoseconds spin{-1};
 };
 
 namespace detail {
