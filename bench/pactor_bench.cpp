@@ -648,7 +648,8 @@ double manager_dict_us(bool quick, bool set, bool persist, bool spin) {
     if (!spin)
       so.spin = std::chrono::nanoseconds(0);
     auto client = sys.spawn_with(so, dict_client, d);
-    (void)sys.request<double>(client, mgr_probe{200, set}, std::chrono::seconds(60));
+    (void)sys.request<double>(client, mgr_probe{200, set},
+                              std::chrono::seconds(60));
     result = sys.request<double>(client, mgr_probe{quick ? 500 : 20000, set},
                                  std::chrono::seconds(120));
     sys.stop(client);
@@ -689,7 +690,8 @@ double manager_counter_per_s(bool quick, bool persist) {
       b, n);
     sys.send(asker, mgr_count{0});
     (void)sys.request<int>(a, mgr_count{n}, std::chrono::seconds(600));
-    if (sys.receive<mgr_count>(std::chrono::seconds(600)).value_or(mgr_count{})
+    if (sys.receive<mgr_count>(std::chrono::seconds(600))
+          .value_or(mgr_count{})
           .n
         != n)
       throw std::runtime_error("the second counter client did not finish");

@@ -325,9 +325,12 @@ private:
     if (log == nullptr)
       return;
     auto it = o.dict.find(key);
-    log->push_back({name, {}, true, key,
-                    it == o.dict.end() ? std::nullopt
-                                       : std::optional(it->second)});
+    log->push_back(
+      {name,
+       {},
+       true,
+       key,
+       it == o.dict.end() ? std::nullopt : std::optional(it->second)});
   }
 
   static std::vector<std::string> dict_op(const mgr_op& op, mgr_opcode code,
@@ -400,8 +403,8 @@ private:
       bool match = op.extra.empty() ? it == d.end()
                                     : (it != d.end() && it->second == op.extra);
       if (!match)
-        fail(mgr_status::aborted, "a required value in '" + op.object
-                                    + "' did not match");
+        fail(mgr_status::aborted,
+             "a required value in '" + op.object + "' did not match");
       return {};
     }
     case mgr_opcode::at_least: {
@@ -422,7 +425,8 @@ private:
       return {it->second};
     }
     case mgr_opcode::update: {
-      auto [fn, arg] = from_bytes<std::pair<std::string, std::string>>(op.extra);
+      auto [fn, arg]
+        = from_bytes<std::pair<std::string, std::string>>(op.extra);
       auto f = find_update(fn);
       auto it = d.find(op.key);
       auto out = run_update(f, fn, it == d.end() ? nullptr : &it->second, arg);
@@ -480,10 +484,10 @@ private:
       if (code == mgr_opcode::get)
         return {o.value};
       if (code != mgr_opcode::call)
-        fail(mgr_status::wrong_type, "'" + op.object
-                                       + "' is an object: use its methods");
-      auto [method, args] = from_bytes<std::pair<std::string, std::string>>(
-        op.extra);
+        fail(mgr_status::wrong_type,
+             "'" + op.object + "' is an object: use its methods");
+      auto [method, args]
+        = from_bytes<std::pair<std::string, std::string>>(op.extra);
       mgr_method_fn fn = nullptr;
       {
         auto& r = regs();
@@ -500,8 +504,8 @@ private:
       try {
         out = fn(state, args);
       } catch (const std::exception& e) {
-        fail(mgr_status::function_error, "method '" + method + "' threw: "
-                                           + e.what());
+        fail(mgr_status::function_error,
+             "method '" + method + "' threw: " + e.what());
       }
       o.value = std::move(state);
       return {std::move(out)};
@@ -518,7 +522,8 @@ private:
       o.value = op.value;
       return {to_bytes(true)};
     case mgr_opcode::update: {
-      auto [fn, arg] = from_bytes<std::pair<std::string, std::string>>(op.extra);
+      auto [fn, arg]
+        = from_bytes<std::pair<std::string, std::string>>(op.extra);
       o.value = run_update(find_update(fn), fn, &o.value, arg);
       return {o.value};
     }
@@ -588,10 +593,10 @@ public:
   }
 
   void on_start() {
-    if (log_fd_ >= 0 && static_cast<durability>(cfg_.sync)
-                          == durability::periodic)
-      this_actor::set_idle_timeout(
-        std::chrono::milliseconds(std::max<std::int64_t>(cfg_.sync_every_ms, 1)));
+    if (log_fd_ >= 0
+        && static_cast<durability>(cfg_.sync) == durability::periodic)
+      this_actor::set_idle_timeout(std::chrono::milliseconds(
+        std::max<std::int64_t>(cfg_.sync_every_ms, 1)));
   }
 
   pactor::behavior behavior() {
@@ -615,10 +620,11 @@ private:
       }
     }
     auto reply = execute(r);
-    bool changed = reply.status == 0
-                   && std::any_of(r.ops.begin(), r.ops.end(), [](const auto& op) {
-                        return mutating(static_cast<mgr_opcode>(op.op));
-                      });
+    bool changed
+      = reply.status == 0
+        && std::any_of(r.ops.begin(), r.ops.end(), [](const auto& op) {
+             return mutating(static_cast<mgr_opcode>(op.op));
+           });
     if (changed) {
       if (log_fd_ >= 0)
         append(r, reply);
@@ -647,9 +653,9 @@ private:
       reply.status = static_cast<std::uint8_t>(
         r.transaction && f.status != mgr_status::aborted ? mgr_status::aborted
                                                          : f.status);
-      reply.error = r.transaction ? "operation " + std::to_string(i) + ": "
-                                      + f.message
-                                  : f.message;
+      reply.error = r.transaction
+                      ? "operation " + std::to_string(i) + ": " + f.message
+                      : f.message;
     } catch (const decode_error& e) {
       if (r.transaction)
         store_.rollback(undo);
@@ -674,7 +680,8 @@ private:
     snapshot_wire snap;
     auto snap_bytes = read_file(path("snapshot"));
     if (!snap_bytes.empty()) {
-      snap = decode_payload<snapshot_wire>(std::as_bytes(std::span(snap_bytes)));
+      snap
+        = decode_payload<snapshot_wire>(std::as_bytes(std::span(snap_bytes)));
       store_.from_wire(snap);
       for (auto& c : snap.clients)
         clients_[c.client] = {c.seq, std::move(c.reply)};
@@ -707,7 +714,8 @@ private:
                               "pactor::manager: cannot truncate the log");
     log_bytes_ = off;
     // Logs of older generations (a crash during the last snapshot).
-    for (const auto& entry : std::filesystem::directory_iterator(cfg_.data_dir)) {
+    for (const auto& entry :
+         std::filesystem::directory_iterator(cfg_.data_dir)) {
       auto name = entry.path().filename().string();
       if (name.rfind("log.", 0) == 0 && name != "log." + std::to_string(gen_))
         std::filesystem::remove(entry.path());
@@ -732,7 +740,8 @@ private:
     return out;
   }
 
-  static void write_all(int fd, const char* p, std::size_t n, const char* what) {
+  static void write_all(int fd, const char* p, std::size_t n,
+                        const char* what) {
     while (n > 0) {
       auto w = ::write(fd, p, n);
       if (w < 0 && errno == EINTR)
@@ -793,7 +802,8 @@ private:
     std::vector<std::byte> bytes;
     pack_payload(bytes, w);
     auto tmp = path("snapshot.tmp");
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int fd
+      = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
       throw std::system_error(errno, std::system_category(),
                               "pactor::manager: cannot write a snapshot");
@@ -910,7 +920,8 @@ mgr_reply call_manager(actor_ref mgr, mgr_request req,
   return r;
 }
 
-mgr_reply call_one(actor_ref mgr, mgr_op op, std::chrono::milliseconds timeout) {
+mgr_reply call_one(actor_ref mgr, mgr_op op,
+                   std::chrono::milliseconds timeout) {
   mgr_request req;
   req.ops.push_back(std::move(op));
   return call_manager(mgr, std::move(req), timeout);
@@ -924,7 +935,8 @@ std::int64_t counter_proxy::add(std::int64_t delta) const {
   op.object = name_;
   op.value = detail::to_bytes(delta);
   return detail::from_bytes<std::int64_t>(
-    detail::call_one(mgr_, std::move(op), std::chrono::milliseconds(timeout_ms_))
+    detail::call_one(mgr_, std::move(op),
+                     std::chrono::milliseconds(timeout_ms_))
       .values.at(0));
 }
 
@@ -933,7 +945,8 @@ std::int64_t counter_proxy::get() const {
   op.op = static_cast<std::uint8_t>(detail::mgr_opcode::get);
   op.object = name_;
   return detail::from_bytes<std::int64_t>(
-    detail::call_one(mgr_, std::move(op), std::chrono::milliseconds(timeout_ms_))
+    detail::call_one(mgr_, std::move(op),
+                     std::chrono::milliseconds(timeout_ms_))
       .values.at(0));
 }
 

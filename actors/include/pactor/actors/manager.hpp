@@ -15,8 +15,8 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
-#include <stdexcept>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -203,10 +203,10 @@ mgr_reply call_one(actor_ref mgr, mgr_op op, std::chrono::milliseconds timeout);
 
 /// A registered function or method: (current state bytes or null,
 /// argument bytes) -> new state bytes, and (method) the result bytes.
-using mgr_update_fn = std::string (*)(const std::string* current,
-                                      const std::string& arg);
-using mgr_method_fn = std::string (*)(std::string& state,
-                                      const std::string& args);
+using mgr_update_fn
+  = std::string (*)(const std::string* current, const std::string& arg);
+using mgr_method_fn
+  = std::string (*)(std::string& state, const std::string& args);
 
 void register_update_fn(const std::string& name, mgr_update_fn fn);
 void register_method_fn(const std::string& type, const std::string& method,
@@ -247,7 +247,8 @@ void register_update(const std::string& name) {
       std::optional<V> cur;
       if (current != nullptr)
         cur = detail::from_bytes<V>(*current);
-      return detail::to_bytes<V>(Fn(std::move(cur), detail::from_bytes<A>(arg)));
+      return detail::to_bytes<V>(
+        Fn(std::move(cur), detail::from_bytes<A>(arg)));
     });
 }
 
@@ -280,12 +281,12 @@ class transaction;
 #define PACTOR_MANAGER_CAT2(a, b) a##b
 #define PACTOR_MANAGER_CAT(a, b) PACTOR_MANAGER_CAT2(a, b)
 /// Registers update function `fn` under `name` at static initialisation.
-#define PACTOR_MANAGER_UPDATE(name, fn)                                     \
-  static const bool PACTOR_MANAGER_CAT(pactor_manager_update_, __COUNTER__) \
+#define PACTOR_MANAGER_UPDATE(name, fn)                                        \
+  static const bool PACTOR_MANAGER_CAT(pactor_manager_update_, __COUNTER__)    \
     = (::pactor::register_update<fn>(name), true)
 /// Registers method T::method for objects of type `type_name`.
-#define PACTOR_MANAGER_METHOD(type_name, T, method)                         \
-  static const bool PACTOR_MANAGER_CAT(pactor_manager_method_, __COUNTER__) \
+#define PACTOR_MANAGER_METHOD(type_name, T, method)                            \
+  static const bool PACTOR_MANAGER_CAT(pactor_manager_method_, __COUNTER__)    \
     = (::pactor::register_method<T, &T::method>(type_name, #method), true)
 
 /// A dict<K, V> held by a manager (Python's Manager().dict()). A handle:
@@ -494,10 +495,10 @@ public:
     one(detail::mgr_opcode::set, detail::to_bytes(v));
   }
   bool compare_and_set(const T& expected, const T& desired) const {
-    return detail::from_bytes<bool>(
-      one(detail::mgr_opcode::cas, detail::to_bytes(desired),
-          detail::to_bytes(expected))
-        .values.at(0));
+    return detail::from_bytes<bool>(one(detail::mgr_opcode::cas,
+                                        detail::to_bytes(desired),
+                                        detail::to_bytes(expected))
+                                      .values.at(0));
   }
   /// v = fn(v, arg) inside the manager (register_update); the new value.
   template <class A>
