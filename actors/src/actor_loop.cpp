@@ -485,6 +485,10 @@ void exit_actor(const exit_reason& why) {
   s.reason = why;
 }
 
+bool inside_actor() noexcept {
+  return st().running;
+}
+
 } // namespace detail
 
 namespace this_actor {

@@ -56,6 +56,9 @@ struct process_context {
 };
 
 process_context& ctx();
+/// Whether this process is an actor handling a message now (not the
+/// program).
+bool inside_actor() noexcept;
 
 /// One request to the node and its reply (fds attached to the reply land in
 /// `fds`). Throws actor_system_down when the node is gone or silent.

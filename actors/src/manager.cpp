@@ -5,15 +5,19 @@
 #include <pactor/actors/manager.hpp>
 #include <pactor/actors/this_actor.hpp>
 
+#include "context.hpp"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <fcntl.h>
 #include <filesystem>
 #include <map>
 #include <mutex>
 #include <random>
+#include <set>
 #include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
@@ -47,6 +51,8 @@ struct object_rec {
   std::string value;
   std::int64_t counter = 0;
   std::string type; // object: the registered type
+  std::deque<std::string> queue;
+  std::string holder; // lock: the holder's actor ref (bytes), "" = free
 };
 
 /// One object as the snapshot holds it.
@@ -58,7 +64,9 @@ struct object_wire {
   std::string value;
   std::int64_t counter = 0;
   std::string type;
-  MSGPACK_DEFINE(name, kind, dict, list, value, counter, type)
+  std::vector<std::string> queue;
+  std::string holder;
+  MSGPACK_DEFINE(name, kind, dict, list, value, counter, type, queue, holder)
 };
 
 struct client_wire {
@@ -102,6 +110,10 @@ const char* kind_name(mgr_kind k) {
     return "counter";
   case mgr_kind::object:
     return "object";
+  case mgr_kind::queue:
+    return "queue";
+  case mgr_kind::lock:
+    return "lock";
   }
   return "?";
 }
@@ -167,6 +179,7 @@ bool mutating(mgr_opcode op) {
   case mgr_opcode::snapshot:
   case mgr_opcode::check:
   case mgr_opcode::at_least:
+  case mgr_opcode::locked:
     return false;
   default:
     return true;
@@ -231,6 +244,12 @@ public:
     case mgr_kind::counter:
       save_whole(op.object, o, log);
       return counter_op(code, op, o);
+    case mgr_kind::queue:
+      save_whole(op.object, o, log);
+      return queue_op(code, op, o);
+    case mgr_kind::lock:
+      save_whole(op.object, o, log);
+      return lock_op(code, op, o);
     }
     fail(mgr_status::bad_request, "an object of an unknown kind");
   }
@@ -264,6 +283,8 @@ public:
       ow.value = o.value;
       ow.counter = o.counter;
       ow.type = o.type;
+      ow.queue.assign(o.queue.begin(), o.queue.end());
+      ow.holder = o.holder;
       w.objects.push_back(std::move(ow));
     }
     return w;
@@ -281,6 +302,8 @@ public:
       o.value = std::move(ow.value);
       o.counter = ow.counter;
       o.type = std::move(ow.type);
+      o.queue.assign(ow.queue.begin(), ow.queue.end());
+      o.holder = std::move(ow.holder);
       objects_.emplace(std::move(ow.name), std::move(o));
     }
   }
@@ -294,7 +317,7 @@ private:
 
   std::vector<std::string> create(const mgr_op& op, std::vector<undo>* log) {
     auto kind = static_cast<mgr_kind>(from_bytes<std::uint8_t>(op.key));
-    if (kind < mgr_kind::dict || kind > mgr_kind::object)
+    if (kind < mgr_kind::dict || kind > mgr_kind::lock)
       fail(mgr_status::bad_request, "an unknown object kind");
     auto it = objects_.find(op.object);
     if (it != objects_.end()) {
@@ -550,6 +573,78 @@ private:
     }
   }
 
+  static std::vector<std::string> queue_op(mgr_opcode code, const mgr_op& op,
+                                           object_rec& o) {
+    switch (code) {
+    case mgr_opcode::put:
+      o.queue.push_back(op.value);
+      return {to_bytes(o.queue.size())};
+    case mgr_opcode::try_get: {
+      if (o.queue.empty())
+        return {};
+      auto v = std::move(o.queue.front());
+      o.queue.pop_front();
+      return {std::move(v)};
+    }
+    case mgr_opcode::size:
+      return {to_bytes(o.queue.size())};
+    default:
+      fail(mgr_status::wrong_type,
+           "'" + op.object + "' is a queue: no such operation on it");
+    }
+  }
+
+  // op.value: the caller's actor ref (the manager fills it in).
+  static std::vector<std::string> lock_op(mgr_opcode code, const mgr_op& op,
+                                          object_rec& o) {
+    switch (code) {
+    case mgr_opcode::acquire:
+      if (!o.holder.empty())
+        return {to_bytes(false)};
+      o.holder = op.value;
+      return {to_bytes(true)};
+    case mgr_opcode::release:
+      if (o.holder.empty() || o.holder != op.value)
+        fail(mgr_status::bad_request,
+             "lock '" + op.object + "' is not held by this process");
+      o.holder.clear();
+      return {};
+    case mgr_opcode::locked:
+      return {to_bytes(!o.holder.empty())};
+    default:
+      fail(mgr_status::wrong_type,
+           "'" + op.object + "' is a lock: no such operation on it");
+    }
+  }
+
+public:
+  /// Frees every lock held by actor `who` (it ended); returns their names
+  /// and holders.
+  std::vector<std::pair<std::string, std::string>> release_all(actor_ref who) {
+    std::vector<std::pair<std::string, std::string>> freed;
+    for (auto& [name, o] : objects_)
+      if (o.kind == mgr_kind::lock && !o.holder.empty()
+          && holder_ref(o.holder) == who) {
+        freed.emplace_back(name, o.holder);
+        o.holder.clear();
+      }
+    return freed;
+  }
+  /// A lock holder is (client id, the sender's actor ref: none for the
+  /// program, which ends with the whole system).
+  static actor_ref holder_ref(const std::string& holder) {
+    return from_bytes<std::pair<std::uint64_t, actor_ref>>(holder).second;
+  }
+  /// The holders of the locks that are held.
+  [[nodiscard]] std::vector<std::string> holders() const {
+    std::vector<std::string> out;
+    for (const auto& [name, o] : objects_)
+      if (o.kind == mgr_kind::lock && !o.holder.empty())
+        out.push_back(o.holder);
+    return out;
+  }
+
+private:
   static mgr_update_fn find_update(const std::string& name) {
     auto& r = regs();
     std::lock_guard lk(r.mu);
@@ -593,6 +688,9 @@ public:
   }
 
   void on_start() {
+    // Holders of locks from before a restart: watch them again.
+    for (const auto& h : store_.holders())
+      watch(h);
     if (log_fd_ >= 0
         && static_cast<durability>(cfg_.sync) == durability::periodic)
       this_actor::set_idle_timeout(std::chrono::milliseconds(
@@ -603,11 +701,73 @@ public:
     return pactor::behavior{
       [this](const mgr_request& r) { return handle(r); },
       [this](const this_actor::idle&) { sync_now(); },
+      [this](const down& d) { holder_ended(d.who); },
     };
   }
 
 private:
-  mgr_reply handle(const mgr_request& r) {
+  /// A lock holder ended: its locks are freed (a logged release, so that
+  /// a replay frees them too).
+  void holder_ended(actor_ref who) {
+    watched_.erase(who.to_string());
+    auto freed = store_.release_all(who);
+    if (freed.empty() || log_fd_ < 0)
+      return;
+    mgr_request r;
+    for (auto& [name, holder] : freed) {
+      mgr_op op;
+      op.op = static_cast<std::uint8_t>(mgr_opcode::release);
+      op.object = name;
+      op.value = holder;
+      r.ops.push_back(std::move(op));
+    }
+    r.transaction = true; // replayed as one request, all or nothing
+    // Replaying it on a state where they are free already would fail and
+    // roll back: harmless.
+    append(r, mgr_reply{});
+  }
+
+  void watch(const std::string& holder) {
+    auto who = store::holder_ref(holder);
+    if (who == actor_ref{})
+      return; // the program: it ends with the whole system
+    if (watched_.insert(who.to_string()).second)
+      this_actor::monitor(who);
+  }
+
+  mgr_reply handle(const mgr_request& in) {
+    // A lock is held by the process that sent the request: the manager
+    // writes who that is into the request (and so into the log).
+    const mgr_request* rp = &in;
+    mgr_request patched;
+    if (std::any_of(in.ops.begin(), in.ops.end(), [](const mgr_op& op) {
+          auto c = static_cast<mgr_opcode>(op.op);
+          return c == mgr_opcode::acquire || c == mgr_opcode::release;
+        })) {
+      patched = in;
+      for (auto& op : patched.ops) {
+        auto c = static_cast<mgr_opcode>(op.op);
+        if (c != mgr_opcode::acquire && c != mgr_opcode::release)
+          continue;
+        // extra: whether the caller is an actor (the program's own ref
+        // cannot be monitored; it ends with the whole system anyway).
+        bool actor = !op.extra.empty() && from_bytes<bool>(op.extra);
+        op.value = to_bytes(
+          std::pair(in.client, actor ? this_actor::sender() : actor_ref{}));
+      }
+      rp = &patched;
+    }
+    const mgr_request& r = *rp;
+    auto reply = handle_checked(r);
+    if (reply.status == 0)
+      for (const auto& op : r.ops)
+        if (static_cast<mgr_opcode>(op.op) == mgr_opcode::acquire
+            && !reply.values.empty() && from_bytes<bool>(reply.values.back()))
+          watch(op.value);
+    return reply;
+  }
+
+  mgr_reply handle_checked(const mgr_request& r) {
     if (r.client != 0) {
       auto it = clients_.find(r.client);
       if (it != clients_.end() && r.seq <= it->second.seq) {
@@ -846,6 +1006,7 @@ private:
   bool dirty_ = false;
   std::chrono::steady_clock::time_point last_sync_{};
   std::string buf_;
+  std::set<std::string> watched_;
 };
 
 // ---- the client side ----
@@ -918,6 +1079,11 @@ mgr_reply call_manager(actor_ref mgr, mgr_request req,
   if (r.status != 0)
     throw_status(r);
   return r;
+}
+
+void mgr_backoff(std::chrono::microseconds& pause) {
+  std::this_thread::sleep_for(pause);
+  pause = std::min(pause * 2, std::chrono::microseconds(1000));
 }
 
 mgr_reply call_one(actor_ref mgr, mgr_op op,
@@ -1020,6 +1186,50 @@ manager::~manager() {
 counter_proxy manager::counter(const std::string& name) {
   create(name, detail::mgr_kind::counter, {});
   return {ref_, name, opts_.timeout.count()};
+}
+
+lock_proxy manager::lock(const std::string& name) {
+  create(name, detail::mgr_kind::lock, {});
+  return {ref_, name, opts_.timeout.count()};
+}
+
+detail::mgr_reply lock_proxy::one(detail::mgr_opcode code) const {
+  detail::mgr_op op;
+  op.op = static_cast<std::uint8_t>(code);
+  op.object = name_;
+  op.extra = detail::to_bytes(detail::inside_actor());
+  return detail::call_one(mgr_, std::move(op),
+                          std::chrono::milliseconds(timeout_ms_));
+}
+
+bool lock_proxy::try_acquire() const {
+  return detail::from_bytes<bool>(
+    one(detail::mgr_opcode::acquire).values.at(0));
+}
+
+bool lock_proxy::acquire(std::chrono::milliseconds timeout) const {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto pause = std::chrono::microseconds(20);
+  for (;;) {
+    if (try_acquire())
+      return true;
+    if (std::chrono::steady_clock::now() >= deadline)
+      return false;
+    detail::mgr_backoff(pause);
+  }
+}
+
+void lock_proxy::lock() const {
+  if (!acquire(std::chrono::milliseconds(timeout_ms_)))
+    throw timeout_error();
+}
+
+void lock_proxy::release() const {
+  one(detail::mgr_opcode::release);
+}
+
+bool lock_proxy::locked() const {
+  return detail::from_bytes<bool>(one(detail::mgr_opcode::locked).values.at(0));
 }
 
 bool manager::drop(const std::string& name) {

@@ -97,6 +97,26 @@ pactor::behavior nested_user() {
   }};
 }
 
+// Takes a manager lock when asked, and keeps it.
+struct take_lock {
+  pactor::lock_proxy lock;
+  MSGPACK_DEFINE(lock)
+};
+pactor::behavior locker() {
+  return pactor::behavior{[](const take_lock& m) {
+    return m.lock.acquire(std::chrono::milliseconds(2000));
+  }};
+}
+
+// Puts n numbers into a manager queue.
+pactor::behavior producer(pactor::queue_proxy<int> q, int n) {
+  return pactor::behavior{[q, n](const go&) {
+    for (int i = 0; i < n; ++i)
+      q.put(i);
+    report(n);
+  }};
+}
+
 std::string fresh_dir(const std::string& leaf) {
   auto d = std::filesystem::temp_directory_path()
            / ("pactor-mgr-" + std::to_string(::getpid()) + "-" + leaf);
@@ -310,6 +330,41 @@ BOOST_AUTO_TEST_CASE(ten_sigkills_during_100000_updates_lose_and_double_none) {
   BOOST_TEST(c.get() == static_cast<std::int64_t>(clients) * each);
   mgr.shutdown();
   std::filesystem::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_CASE(queues_are_fifo_and_get_times_out) {
+  pactor::actor_system sys;
+  pactor::manager mgr(sys);
+  auto q = mgr.queue<int>("q");
+  BOOST_TEST(!q.try_get().has_value());
+  BOOST_CHECK_THROW(q.get(50ms), pactor::queue_empty);
+  auto p = sys.spawn(producer, q, 500);
+  sys.send(p, go{});
+  for (int i = 0; i < 500; ++i)
+    BOOST_TEST_REQUIRE(q.get(10s) == i); // in order, across processes
+  BOOST_TEST(sys.receive<done>(10s).value_or(done{}).calls == 500);
+  BOOST_TEST(q.empty());
+}
+
+BOOST_AUTO_TEST_CASE(a_lock_is_held_by_one_process_and_freed_when_it_dies) {
+  pactor::actor_system sys;
+  pactor::manager mgr(sys);
+  auto lock = mgr.lock("l");
+  {
+    std::lock_guard<pactor::lock_proxy> g(lock);
+    BOOST_TEST(lock.locked());
+    auto other = sys.spawn(locker);
+    BOOST_TEST(!sys.request<bool>(other, take_lock{lock}, 10s)); // held here
+    sys.kill(other);
+  }
+  BOOST_TEST(!lock.locked());
+  BOOST_CHECK_THROW(lock.release(), pactor::manager_error); // not held
+  auto holder = sys.spawn(locker);
+  BOOST_TEST(sys.request<bool>(holder, take_lock{lock}, 10s));
+  BOOST_TEST(!lock.try_acquire());
+  sys.kill(holder); // dies holding it: the manager frees it
+  BOOST_TEST(lock.acquire(10000ms));
+  lock.release();
 }
 
 BOOST_AUTO_TEST_CASE(proxies_after_shutdown_fail_clearly) {

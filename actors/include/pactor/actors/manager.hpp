@@ -8,6 +8,7 @@
 #include <pactor/actors/actor_ref.hpp>
 #include <pactor/actors/supervisor.hpp>
 #include <pactor/actors/system.hpp>
+#include <pactor/runtime/queue.hpp> // queue_empty
 #include <pactor/serialization/codec.hpp>
 
 #include <chrono>
@@ -110,6 +111,8 @@ enum class mgr_kind : std::uint8_t {
   value = 3,
   counter = 4,
   object = 5,
+  queue = 6,
+  lock = 7,
 };
 
 enum class mgr_opcode : std::uint8_t {
@@ -135,6 +138,12 @@ enum class mgr_opcode : std::uint8_t {
   snapshot, // whole object: dict items, list items, value
   check,    // transactions: abort unless key holds extra ("" = missing)
   at_least, // transactions: abort unless the number at key >= value
+  put,      // queue: append value
+  try_get,  // queue: the oldest value, or no value
+  acquire,  // lock: take it if free (value: the holder's ref, set by the
+            // manager)
+  release,  // lock: free it (only its holder)
+  locked,   // lock: whether it is held
 };
 
 enum class mgr_status : std::uint8_t {
@@ -200,6 +209,8 @@ mgr_reply call_manager(actor_ref mgr, mgr_request req,
                        std::chrono::milliseconds timeout);
 /// One operation, one reply value.
 mgr_reply call_one(actor_ref mgr, mgr_op op, std::chrono::milliseconds timeout);
+/// Sleeps `pause` and doubles it up to 1 ms (polling proxies).
+void mgr_backoff(std::chrono::microseconds& pause);
 
 /// A registered function or method: (current state bytes or null,
 /// argument bytes) -> new state bytes, and (method) the result bytes.
@@ -527,6 +538,97 @@ private:
   std::int64_t timeout_ms_ = 30000;
 };
 
+/// A FIFO queue held by a manager (Python's Manager().Queue()). get()
+/// polls the manager (from 20 us to 1 ms apart) until a value comes or the
+/// timeout passes: the manager never blocks on one client.
+template <class T>
+class queue_proxy {
+public:
+  queue_proxy() = default;
+  queue_proxy(actor_ref mgr, std::string name, std::int64_t timeout_ms)
+      : mgr_(mgr), name_(std::move(name)), timeout_ms_(timeout_ms) {
+  }
+  /// Appends; returns the new size.
+  std::size_t put(const T& v) const {
+    return detail::from_bytes<std::size_t>(
+      one(detail::mgr_opcode::put, detail::to_bytes(v)).values.at(0));
+  }
+  /// The oldest value if there is one.
+  std::optional<T> try_get() const {
+    auto r = one(detail::mgr_opcode::try_get);
+    if (r.values.empty())
+      return std::nullopt;
+    return detail::from_bytes<T>(r.values.front());
+  }
+  /// Waits at most `timeout` for a value; queue_empty after it.
+  template <class Rep, class Period>
+  T get(std::chrono::duration<Rep, Period> timeout) const {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    auto pause = std::chrono::microseconds(20);
+    for (;;) {
+      if (auto v = try_get())
+        return std::move(*v);
+      if (std::chrono::steady_clock::now() >= deadline)
+        throw queue_empty();
+      detail::mgr_backoff(pause);
+    }
+  }
+  [[nodiscard]] std::size_t size() const {
+    return detail::from_bytes<std::size_t>(
+      one(detail::mgr_opcode::size).values.at(0));
+  }
+  [[nodiscard]] bool empty() const {
+    return size() == 0;
+  }
+
+  MSGPACK_DEFINE(mgr_, name_, timeout_ms_)
+
+private:
+  detail::mgr_reply one(detail::mgr_opcode code, std::string value = {}) const {
+    detail::mgr_op op;
+    op.op = static_cast<std::uint8_t>(code);
+    op.object = name_;
+    op.value = std::move(value);
+    return detail::call_one(mgr_, std::move(op),
+                            std::chrono::milliseconds(timeout_ms_));
+  }
+  actor_ref mgr_;
+  std::string name_;
+  std::int64_t timeout_ms_ = 30000;
+};
+
+/// A lock held by a manager (Python's Manager().Lock()), owned by the
+/// process (program or actor) that acquired it. When its holder ends, the
+/// manager releases it. acquire() polls as queue_proxy::get does. It is
+/// BasicLockable: std::lock_guard<pactor::lock_proxy> works.
+class lock_proxy {
+public:
+  lock_proxy() = default;
+  lock_proxy(actor_ref mgr, std::string name, std::int64_t timeout_ms)
+      : mgr_(mgr), name_(std::move(name)), timeout_ms_(timeout_ms) {
+  }
+  /// Takes the lock if it is free now.
+  bool try_acquire() const;
+  /// Waits at most `timeout`; returns whether it got the lock.
+  bool acquire(std::chrono::milliseconds timeout) const;
+  /// Waits for the lock (at most the proxy's timeout: timeout_error).
+  void lock() const;
+  void unlock() const {
+    release();
+  }
+  /// Frees the lock; manager_error if this process does not hold it.
+  void release() const;
+  [[nodiscard]] bool locked() const;
+
+  MSGPACK_DEFINE(mgr_, name_, timeout_ms_)
+
+private:
+  detail::mgr_reply one(detail::mgr_opcode code) const;
+  actor_ref mgr_;
+  std::string name_;
+  std::int64_t timeout_ms_ = 30000;
+};
+
 /// A 64-bit counter held by a manager.
 class counter_proxy {
 public:
@@ -687,6 +789,15 @@ public:
     return {ref_, name, opts_.timeout.count()};
   }
   counter_proxy counter(const std::string& name);
+  /// A FIFO queue (Manager().Queue()).
+  template <class T>
+  queue_proxy<T> queue(const std::string& name) {
+    create(name, detail::mgr_kind::queue, {});
+    return {ref_, name, opts_.timeout.count()};
+  }
+  /// A lock (Manager().Lock()), released by the manager when its holder
+  /// ends.
+  lock_proxy lock(const std::string& name);
   /// An object of registered type `type` (register_method<T, ...>(type,
   /// ...)), default-constructed if it does not exist.
   template <class T>
