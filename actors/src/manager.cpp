@@ -1095,51 +1095,13 @@ mgr_reply call_one(actor_ref mgr, mgr_op op,
 
 } // namespace detail
 
-std::int64_t counter_proxy::add(std::int64_t delta) const {
-  detail::mgr_op op;
-  op.op = static_cast<std::uint8_t>(detail::mgr_opcode::increment);
-  op.object = name_;
-  op.value = detail::to_bytes(delta);
-  return detail::from_bytes<std::int64_t>(
-    detail::call_one(mgr_, std::move(op),
-                     std::chrono::milliseconds(timeout_ms_))
-      .values.at(0));
-}
-
-std::int64_t counter_proxy::get() const {
-  detail::mgr_op op;
-  op.op = static_cast<std::uint8_t>(detail::mgr_opcode::get);
-  op.object = name_;
-  return detail::from_bytes<std::int64_t>(
-    detail::call_one(mgr_, std::move(op),
-                     std::chrono::milliseconds(timeout_ms_))
-      .values.at(0));
-}
-
-void counter_proxy::set(std::int64_t v) const {
-  detail::mgr_op op;
-  op.op = static_cast<std::uint8_t>(detail::mgr_opcode::set);
-  op.object = name_;
-  op.value = detail::to_bytes(v);
-  detail::call_one(mgr_, std::move(op), std::chrono::milliseconds(timeout_ms_));
-}
-
-transaction& transaction::add(const counter_proxy& c, std::int64_t delta) {
-  detail::mgr_op op;
-  op.op = static_cast<std::uint8_t>(detail::mgr_opcode::increment);
-  op.object = c.name_;
-  op.value = detail::to_bytes(delta);
-  return add(c.mgr_, std::move(op), c.timeout_ms_);
-}
-
-transaction& transaction::add(actor_ref mgr, detail::mgr_op op,
-                              std::int64_t timeout_ms) {
-  if (!ops_.empty() && mgr != mgr_)
+transaction& transaction::add(const detail::proxy_base& p, detail::mgr_op o) {
+  if (!ops_.empty() && p.mgr_ != mgr_)
     throw std::invalid_argument("pactor::transaction: every operation must "
                                 "go to the same manager");
-  mgr_ = mgr;
-  timeout_ms_ = timeout_ms;
-  ops_.push_back(std::move(op));
+  mgr_ = p.mgr_;
+  timeout_ms_ = p.timeout_ms_;
+  ops_.push_back(std::move(o));
   return *this;
 }
 
@@ -1193,18 +1155,14 @@ lock_proxy manager::lock(const std::string& name) {
   return {ref_, name, opts_.timeout.count()};
 }
 
-detail::mgr_reply lock_proxy::one(detail::mgr_opcode code) const {
-  detail::mgr_op op;
-  op.op = static_cast<std::uint8_t>(code);
-  op.object = name_;
-  op.extra = detail::to_bytes(detail::inside_actor());
-  return detail::call_one(mgr_, std::move(op),
-                          std::chrono::milliseconds(timeout_ms_));
+detail::mgr_reply lock_proxy::holder_op(detail::mgr_opcode code) const {
+  // extra: whether the caller is an actor (the manager then watches it).
+  return send(code, {}, {}, detail::to_bytes(detail::inside_actor()));
 }
 
 bool lock_proxy::try_acquire() const {
   return detail::from_bytes<bool>(
-    one(detail::mgr_opcode::acquire).values.at(0));
+    holder_op(detail::mgr_opcode::acquire).values.at(0));
 }
 
 bool lock_proxy::acquire(std::chrono::milliseconds timeout) const {
@@ -1225,11 +1183,11 @@ void lock_proxy::lock() const {
 }
 
 void lock_proxy::release() const {
-  one(detail::mgr_opcode::release);
+  holder_op(detail::mgr_opcode::release);
 }
 
 bool lock_proxy::locked() const {
-  return detail::from_bytes<bool>(one(detail::mgr_opcode::locked).values.at(0));
+  return first<bool>(detail::mgr_opcode::locked);
 }
 
 bool manager::drop(const std::string& name) {

@@ -300,21 +300,76 @@ class transaction;
   static const bool PACTOR_MANAGER_CAT(pactor_manager_method_, __COUNTER__)    \
     = (::pactor::register_method<T, &T::method>(type_name, #method), true)
 
+namespace detail {
+
+/// What every proxy is: the manager's ref, the object's name, the call
+/// timeout; and how it sends one operation.
+class proxy_base {
+public:
+  proxy_base() = default;
+  proxy_base(actor_ref mgr, std::string name, std::int64_t timeout_ms)
+      : mgr_(mgr), name_(std::move(name)), timeout_ms_(timeout_ms) {
+  }
+  /// The object's name in its manager.
+  [[nodiscard]] const std::string& name() const noexcept {
+    return name_;
+  }
+  /// The manager actor.
+  [[nodiscard]] actor_ref manager_ref() const noexcept {
+    return mgr_;
+  }
+
+protected:
+  friend class pactor::transaction;
+  [[nodiscard]] mgr_op make(mgr_opcode code, std::string key = {},
+                            std::string value = {},
+                            std::string extra = {}) const {
+    mgr_op op;
+    op.op = static_cast<std::uint8_t>(code);
+    op.object = name_;
+    op.key = std::move(key);
+    op.value = std::move(value);
+    op.extra = std::move(extra);
+    return op;
+  }
+  mgr_reply send(mgr_op op) const {
+    return call_one(mgr_, std::move(op),
+                    std::chrono::milliseconds(timeout_ms_));
+  }
+  mgr_reply send(mgr_opcode code, std::string key = {}, std::string value = {},
+                 std::string extra = {}) const {
+    return send(make(code, std::move(key), std::move(value), std::move(extra)));
+  }
+  /// The first value of the reply to one operation, decoded as T.
+  template <class T>
+  T first(mgr_opcode code, std::string key = {}, std::string value = {},
+          std::string extra = {}) const {
+    return from_bytes<T>(
+      send(code, std::move(key), std::move(value), std::move(extra))
+        .values.at(0));
+  }
+
+  actor_ref mgr_;
+  std::string name_;
+  std::int64_t timeout_ms_ = 30000;
+};
+
+} // namespace detail
+
 /// A dict<K, V> held by a manager (Python's Manager().dict()). A handle:
 /// copies, and copies sent to other actors, reach the same dict. Every
 /// call is one request to the manager; compound operations run there,
 /// atomically.
 template <class K, class V>
-class dict_proxy {
+class dict_proxy : public detail::proxy_base {
+  using op = detail::mgr_opcode;
+
 public:
-  dict_proxy() = default;
-  dict_proxy(actor_ref mgr, std::string name, std::int64_t timeout_ms)
-      : mgr_(mgr), name_(std::move(name)), timeout_ms_(timeout_ms) {
-  }
+  using proxy_base::proxy_base;
 
   /// The value, or nullopt (Python's d.get(k)).
   std::optional<V> get(const K& k) const {
-    auto r = one(detail::mgr_opcode::get, k);
+    auto r = send(op::get, key(k));
     if (r.values.empty())
       return std::nullopt;
     return detail::from_bytes<V>(r.values.front());
@@ -327,29 +382,26 @@ public:
     return *v;
   }
   void set(const K& k, const V& v) const {
-    one(detail::mgr_opcode::set, k, detail::to_bytes(v));
+    send(op::set, key(k), detail::to_bytes(v));
   }
   /// Removes k; returns whether it was there.
   bool erase(const K& k) const {
-    return detail::from_bytes<bool>(
-      one(detail::mgr_opcode::erase, k).values.at(0));
+    return first<bool>(op::erase, key(k));
   }
   [[nodiscard]] bool contains(const K& k) const {
-    return detail::from_bytes<bool>(
-      one(detail::mgr_opcode::contains, k).values.at(0));
+    return first<bool>(op::contains, key(k));
   }
   [[nodiscard]] std::size_t size() const {
-    return detail::from_bytes<std::size_t>(
-      whole(detail::mgr_opcode::size).values.at(0));
+    return first<std::size_t>(op::size);
   }
   [[nodiscard]] std::vector<K> keys() const {
     std::vector<K> out;
-    for (auto& b : whole(detail::mgr_opcode::keys).values)
+    for (auto& b : send(op::keys).values)
       out.push_back(detail::from_bytes<K>(b));
     return out;
   }
   [[nodiscard]] std::vector<std::pair<K, V>> items() const {
-    auto r = whole(detail::mgr_opcode::items);
+    auto r = send(op::items);
     std::vector<std::pair<K, V>> out;
     for (std::size_t i = 0; i + 1 < r.values.size(); i += 2)
       out.emplace_back(detail::from_bytes<K>(r.values[i]),
@@ -361,201 +413,126 @@ public:
   V increment(const K& k, V delta = V{1}) const {
     static_assert(std::is_arithmetic_v<V>,
                   "pactor::dict_proxy::increment needs a numeric value type");
-    return detail::from_bytes<V>(
-      one(detail::mgr_opcode::increment, k, detail::to_bytes(delta))
-        .values.at(0));
+    return first<V>(op::increment, key(k), detail::to_bytes(delta));
   }
   /// Sets k to `desired` if it holds `expected` (nullopt: if it is
   /// missing); returns whether it did.
   bool compare_and_set(const K& k, const std::optional<V>& expected,
                        const V& desired) const {
-    detail::mgr_op op = make(detail::mgr_opcode::cas, k);
-    op.value = detail::to_bytes(desired);
-    op.extra = expected ? detail::to_bytes(*expected) : std::string();
-    return detail::from_bytes<bool>(call(std::move(op)).values.at(0));
+    return first<bool>(op::cas, key(k), detail::to_bytes(desired),
+                       expected ? detail::to_bytes(*expected) : std::string());
   }
   /// The value at k, inserting `v` first if k is missing (setdefault).
   V get_or_insert(const K& k, const V& v) const {
-    return detail::from_bytes<V>(
-      one(detail::mgr_opcode::get_or_insert, k, detail::to_bytes(v))
-        .values.at(0));
+    return first<V>(op::get_or_insert, key(k), detail::to_bytes(v));
   }
   /// d[k] = fn(d.get(k), arg) inside the manager, with a function
-  /// registered under `fn` (register_update); returns the new value.
+  /// registered under `fn` (PACTOR_MANAGER_UPDATE); returns the new value.
   template <class A>
   V update(const K& k, const std::string& fn, const A& arg) const {
-    detail::mgr_op op = make(detail::mgr_opcode::update, k);
-    op.extra = detail::to_bytes(std::pair(fn, detail::to_bytes(arg)));
-    return detail::from_bytes<V>(call(std::move(op)).values.at(0));
+    return first<V>(op::update, key(k), {},
+                    detail::to_bytes(std::pair(fn, detail::to_bytes(arg))));
   }
   void clear() const {
-    whole(detail::mgr_opcode::clear);
-  }
-  [[nodiscard]] const std::string& name() const noexcept {
-    return name_;
-  }
-  [[nodiscard]] actor_ref manager_ref() const noexcept {
-    return mgr_;
+    send(op::clear);
   }
 
   MSGPACK_DEFINE(mgr_, name_, timeout_ms_)
 
 private:
   friend class transaction;
-  detail::mgr_op make(detail::mgr_opcode code, const K& k) const {
-    detail::mgr_op op;
-    op.op = static_cast<std::uint8_t>(code);
-    op.object = name_;
-    op.key = detail::to_bytes(k);
-    return op;
+  static std::string key(const K& k) {
+    return detail::to_bytes(k);
   }
-  detail::mgr_reply call(detail::mgr_op op) const {
-    return detail::call_one(mgr_, std::move(op),
-                            std::chrono::milliseconds(timeout_ms_));
-  }
-  detail::mgr_reply one(detail::mgr_opcode code, const K& k,
-                        std::string value = {}) const {
-    auto op = make(code, k);
-    op.value = std::move(value);
-    return call(std::move(op));
-  }
-  detail::mgr_reply whole(detail::mgr_opcode code) const {
-    detail::mgr_op op;
-    op.op = static_cast<std::uint8_t>(code);
-    op.object = name_;
-    return call(std::move(op));
-  }
-
-  actor_ref mgr_;
-  std::string name_;
-  std::int64_t timeout_ms_ = 30000;
 };
 
 /// A list<T> held by a manager (Python's Manager().list()).
 template <class T>
-class list_proxy {
+class list_proxy : public detail::proxy_base {
+  using op = detail::mgr_opcode;
+
 public:
-  list_proxy() = default;
-  list_proxy(actor_ref mgr, std::string name, std::int64_t timeout_ms)
-      : mgr_(mgr), name_(std::move(name)), timeout_ms_(timeout_ms) {
-  }
+  using proxy_base::proxy_base;
+
   /// Appends; returns the new size.
   std::size_t append(const T& v) const {
-    return detail::from_bytes<std::size_t>(
-      one(detail::mgr_opcode::append, {}, detail::to_bytes(v)).values.at(0));
+    return first<std::size_t>(op::append, {}, detail::to_bytes(v));
   }
   /// Element i; index_error out of range (negative counts from the end).
   T at(std::int64_t i) const {
-    return detail::from_bytes<T>(
-      one(detail::mgr_opcode::at, detail::to_bytes(i)).values.at(0));
+    return first<T>(op::at, detail::to_bytes(i));
   }
   void set(std::int64_t i, const T& v) const {
-    one(detail::mgr_opcode::set_at, detail::to_bytes(i), detail::to_bytes(v));
+    send(op::set_at, detail::to_bytes(i), detail::to_bytes(v));
   }
-  /// Removes and returns the last element (i = -1) or element i;
-  /// index_error on an empty list.
+  /// Removes and returns element i (the last by default); index_error on
+  /// an empty list.
   T pop(std::int64_t i = -1) const {
-    return detail::from_bytes<T>(
-      one(detail::mgr_opcode::pop, detail::to_bytes(i)).values.at(0));
+    return first<T>(op::pop, detail::to_bytes(i));
   }
   [[nodiscard]] std::size_t size() const {
-    return detail::from_bytes<std::size_t>(
-      one(detail::mgr_opcode::size, {}).values.at(0));
+    return first<std::size_t>(op::size);
   }
   /// A copy of every element.
   [[nodiscard]] std::vector<T> items() const {
     std::vector<T> out;
-    for (auto& b : one(detail::mgr_opcode::items, {}).values)
+    for (auto& b : send(op::items).values)
       out.push_back(detail::from_bytes<T>(b));
     return out;
   }
   void clear() const {
-    one(detail::mgr_opcode::clear, {});
+    send(op::clear);
   }
 
   MSGPACK_DEFINE(mgr_, name_, timeout_ms_)
-
-private:
-  detail::mgr_reply one(detail::mgr_opcode code, std::string key,
-                        std::string value = {}) const {
-    detail::mgr_op op;
-    op.op = static_cast<std::uint8_t>(code);
-    op.object = name_;
-    op.key = std::move(key);
-    op.value = std::move(value);
-    return detail::call_one(mgr_, std::move(op),
-                            std::chrono::milliseconds(timeout_ms_));
-  }
-  actor_ref mgr_;
-  std::string name_;
-  std::int64_t timeout_ms_ = 30000;
 };
 
 /// A single value<T> held by a manager (Python's Manager().Value()).
 template <class T>
-class value_proxy {
+class value_proxy : public detail::proxy_base {
+  using op = detail::mgr_opcode;
+
 public:
-  value_proxy() = default;
-  value_proxy(actor_ref mgr, std::string name, std::int64_t timeout_ms)
-      : mgr_(mgr), name_(std::move(name)), timeout_ms_(timeout_ms) {
-  }
+  using proxy_base::proxy_base;
+
   T get() const {
-    return detail::from_bytes<T>(one(detail::mgr_opcode::get).values.at(0));
+    return first<T>(op::get);
   }
   void set(const T& v) const {
-    one(detail::mgr_opcode::set, detail::to_bytes(v));
+    send(op::set, {}, detail::to_bytes(v));
   }
   bool compare_and_set(const T& expected, const T& desired) const {
-    return detail::from_bytes<bool>(one(detail::mgr_opcode::cas,
-                                        detail::to_bytes(desired),
-                                        detail::to_bytes(expected))
-                                      .values.at(0));
+    return first<bool>(op::cas, {}, detail::to_bytes(desired),
+                       detail::to_bytes(expected));
   }
-  /// v = fn(v, arg) inside the manager (register_update); the new value.
+  /// v = fn(v, arg) inside the manager (PACTOR_MANAGER_UPDATE); the new
+  /// value.
   template <class A>
   T update(const std::string& fn, const A& arg) const {
-    return detail::from_bytes<T>(
-      one(detail::mgr_opcode::update, {},
-          detail::to_bytes(std::pair(fn, detail::to_bytes(arg))))
-        .values.at(0));
+    return first<T>(op::update, {}, {},
+                    detail::to_bytes(std::pair(fn, detail::to_bytes(arg))));
   }
 
   MSGPACK_DEFINE(mgr_, name_, timeout_ms_)
-
-private:
-  detail::mgr_reply one(detail::mgr_opcode code, std::string value = {},
-                        std::string extra = {}) const {
-    detail::mgr_op op;
-    op.op = static_cast<std::uint8_t>(code);
-    op.object = name_;
-    op.value = std::move(value);
-    op.extra = std::move(extra);
-    return detail::call_one(mgr_, std::move(op),
-                            std::chrono::milliseconds(timeout_ms_));
-  }
-  actor_ref mgr_;
-  std::string name_;
-  std::int64_t timeout_ms_ = 30000;
 };
 
 /// A FIFO queue held by a manager (Python's Manager().Queue()). get()
 /// polls the manager (from 20 us to 1 ms apart) until a value comes or the
 /// timeout passes: the manager never blocks on one client.
 template <class T>
-class queue_proxy {
+class queue_proxy : public detail::proxy_base {
+  using op = detail::mgr_opcode;
+
 public:
-  queue_proxy() = default;
-  queue_proxy(actor_ref mgr, std::string name, std::int64_t timeout_ms)
-      : mgr_(mgr), name_(std::move(name)), timeout_ms_(timeout_ms) {
-  }
+  using proxy_base::proxy_base;
+
   /// Appends; returns the new size.
   std::size_t put(const T& v) const {
-    return detail::from_bytes<std::size_t>(
-      one(detail::mgr_opcode::put, detail::to_bytes(v)).values.at(0));
+    return first<std::size_t>(op::put, {}, detail::to_bytes(v));
   }
   /// The oldest value if there is one.
   std::optional<T> try_get() const {
-    auto r = one(detail::mgr_opcode::try_get);
+    auto r = send(op::try_get);
     if (r.values.empty())
       return std::nullopt;
     return detail::from_bytes<T>(r.values.front());
@@ -574,39 +551,23 @@ public:
     }
   }
   [[nodiscard]] std::size_t size() const {
-    return detail::from_bytes<std::size_t>(
-      one(detail::mgr_opcode::size).values.at(0));
+    return first<std::size_t>(op::size);
   }
   [[nodiscard]] bool empty() const {
     return size() == 0;
   }
 
   MSGPACK_DEFINE(mgr_, name_, timeout_ms_)
-
-private:
-  detail::mgr_reply one(detail::mgr_opcode code, std::string value = {}) const {
-    detail::mgr_op op;
-    op.op = static_cast<std::uint8_t>(code);
-    op.object = name_;
-    op.value = std::move(value);
-    return detail::call_one(mgr_, std::move(op),
-                            std::chrono::milliseconds(timeout_ms_));
-  }
-  actor_ref mgr_;
-  std::string name_;
-  std::int64_t timeout_ms_ = 30000;
 };
 
 /// A lock held by a manager (Python's Manager().Lock()), owned by the
-/// process (program or actor) that acquired it. When its holder ends, the
-/// manager releases it. acquire() polls as queue_proxy::get does. It is
-/// BasicLockable: std::lock_guard<pactor::lock_proxy> works.
-class lock_proxy {
+/// process (program or actor) that acquired it. When an actor holding it
+/// ends, the manager releases it. acquire() polls as queue_proxy::get
+/// does. BasicLockable: std::lock_guard<pactor::lock_proxy> works.
+class lock_proxy : public detail::proxy_base {
 public:
-  lock_proxy() = default;
-  lock_proxy(actor_ref mgr, std::string name, std::int64_t timeout_ms)
-      : mgr_(mgr), name_(std::move(name)), timeout_ms_(timeout_ms) {
-  }
+  using proxy_base::proxy_base;
+
   /// Takes the lock if it is free now.
   bool try_acquire() const;
   /// Waits at most `timeout`; returns whether it got the lock.
@@ -623,120 +584,102 @@ public:
   MSGPACK_DEFINE(mgr_, name_, timeout_ms_)
 
 private:
-  detail::mgr_reply one(detail::mgr_opcode code) const;
-  actor_ref mgr_;
-  std::string name_;
-  std::int64_t timeout_ms_ = 30000;
+  detail::mgr_reply holder_op(detail::mgr_opcode code) const;
 };
 
 /// A 64-bit counter held by a manager.
-class counter_proxy {
+class counter_proxy : public detail::proxy_base {
 public:
-  counter_proxy() = default;
-  counter_proxy(actor_ref mgr, std::string name, std::int64_t timeout_ms)
-      : mgr_(mgr), name_(std::move(name)), timeout_ms_(timeout_ms) {
-  }
+  using proxy_base::proxy_base;
+
   /// Adds `delta` atomically; returns the new value.
-  std::int64_t add(std::int64_t delta = 1) const;
-  [[nodiscard]] std::int64_t get() const;
-  void set(std::int64_t v) const;
+  std::int64_t add(std::int64_t delta = 1) const {
+    return first<std::int64_t>(detail::mgr_opcode::increment, {},
+                               detail::to_bytes(delta));
+  }
+  [[nodiscard]] std::int64_t get() const {
+    return first<std::int64_t>(detail::mgr_opcode::get);
+  }
+  void set(std::int64_t v) const {
+    send(detail::mgr_opcode::set, {}, detail::to_bytes(v));
+  }
 
   MSGPACK_DEFINE(mgr_, name_, timeout_ms_)
-
-private:
-  friend class transaction;
-  actor_ref mgr_;
-  std::string name_;
-  std::int64_t timeout_ms_ = 30000;
 };
 
-/// An object of a registered type T (register_method), whose methods run
-/// inside the manager (Python's BaseManager.register).
+/// An object of a registered type T (PACTOR_MANAGER_METHOD), whose methods
+/// run inside the manager (Python's BaseManager.register).
 template <class T>
-class object_proxy {
+class object_proxy : public detail::proxy_base {
 public:
-  object_proxy() = default;
-  object_proxy(actor_ref mgr, std::string name, std::int64_t timeout_ms)
-      : mgr_(mgr), name_(std::move(name)), timeout_ms_(timeout_ms) {
-  }
+  using proxy_base::proxy_base;
+
   /// Calls the method registered as `method`; R is its result type.
   template <class R, class... A>
   R call(const std::string& method, const A&... args) const {
-    detail::mgr_op op;
-    op.op = static_cast<std::uint8_t>(detail::mgr_opcode::call);
-    op.object = name_;
-    op.extra = detail::to_bytes(
-      std::pair(method, detail::to_bytes(std::tuple<A...>(args...))));
-    auto r = detail::call_one(mgr_, std::move(op),
-                              std::chrono::milliseconds(timeout_ms_));
+    auto r = send(detail::mgr_opcode::call, {}, {},
+                  detail::to_bytes(std::pair(
+                    method, detail::to_bytes(std::tuple<A...>(args...)))));
     if constexpr (!std::is_void_v<R>)
       return detail::from_bytes<R>(r.values.at(0));
   }
   /// A copy of the object's state.
   [[nodiscard]] T get() const {
-    detail::mgr_op op;
-    op.op = static_cast<std::uint8_t>(detail::mgr_opcode::get);
-    op.object = name_;
-    auto r = detail::call_one(mgr_, std::move(op),
-                              std::chrono::milliseconds(timeout_ms_));
+    auto r = send(detail::mgr_opcode::get);
     return r.values.at(0).empty() ? T{} : detail::from_bytes<T>(r.values.at(0));
   }
 
   MSGPACK_DEFINE(mgr_, name_, timeout_ms_)
-
-private:
-  actor_ref mgr_;
-  std::string name_;
-  std::int64_t timeout_ms_ = 30000;
 };
 
 /// Several operations on one manager, applied all or nothing (a
-/// transaction_aborted when a check fails, or the first error).
+/// transaction_aborted when a check or an operation fails).
 ///
 ///     pactor::transaction tx;
-///     tx.increment(accounts, "alice", -10);
-///     tx.require_at_least(accounts, "alice", 0); // aborts if it went below
-///     tx.increment(accounts, "bob", 10);
+///     tx.increment(accounts, std::string("alice"), -10L)
+///       .require_at_least(accounts, std::string("alice"), 0L)
+///       .increment(accounts, std::string("bob"), 10L);
 ///     tx.commit();
 class transaction {
+  using op = detail::mgr_opcode;
+
 public:
   template <class K, class V>
   transaction& set(const dict_proxy<K, V>& d, const K& k, const V& v) {
-    auto op = d.make(detail::mgr_opcode::set, k);
-    op.value = detail::to_bytes(v);
-    return add(d.mgr_, std::move(op), d.timeout_ms_);
+    return add(d, d.make(op::set, detail::to_bytes(k), detail::to_bytes(v)));
   }
   template <class K, class V>
   transaction& increment(const dict_proxy<K, V>& d, const K& k, V delta) {
-    auto op = d.make(detail::mgr_opcode::increment, k);
-    op.value = detail::to_bytes(delta);
-    return add(d.mgr_, std::move(op), d.timeout_ms_);
+    return add(
+      d, d.make(op::increment, detail::to_bytes(k), detail::to_bytes(delta)));
   }
   template <class K, class V>
   transaction& erase(const dict_proxy<K, V>& d, const K& k) {
-    return add(d.mgr_, d.make(detail::mgr_opcode::erase, k), d.timeout_ms_);
+    return add(d, d.make(op::erase, detail::to_bytes(k)));
   }
   /// Aborts the transaction unless k holds `expected` (nullopt: missing).
   template <class K, class V>
   transaction& require(const dict_proxy<K, V>& d, const K& k,
                        const std::optional<V>& expected) {
-    auto op = d.make(detail::mgr_opcode::check, k);
-    op.extra = expected ? detail::to_bytes(*expected) : std::string();
-    return add(d.mgr_, std::move(op), d.timeout_ms_);
+    return add(d,
+               d.make(op::check, detail::to_bytes(k), {},
+                      expected ? detail::to_bytes(*expected) : std::string()));
   }
   /// Aborts the transaction unless the number at k is >= `floor` (a
   /// missing key counts as 0).
   template <class K, class V>
   transaction& require_at_least(const dict_proxy<K, V>& d, const K& k,
                                 V floor) {
-    auto op = d.make(detail::mgr_opcode::at_least, k);
-    op.value = detail::to_bytes(floor);
-    return add(d.mgr_, std::move(op), d.timeout_ms_);
+    return add(
+      d, d.make(op::at_least, detail::to_bytes(k), detail::to_bytes(floor)));
   }
-  transaction& add(const counter_proxy& c, std::int64_t delta);
+  /// Adds `delta` to a counter.
+  transaction& add(const counter_proxy& c, std::int64_t delta) {
+    return add(c, c.make(op::increment, {}, detail::to_bytes(delta)));
+  }
 
-  /// Applies every operation atomically; returns each one's result bytes
-  /// (decode with result<T>(i)).
+  /// Applies every operation atomically; result<T>(i) decodes the values
+  /// the operations returned, in order.
   void commit();
   template <class T>
   [[nodiscard]] T result(std::size_t i) const {
@@ -744,7 +687,7 @@ public:
   }
 
 private:
-  transaction& add(actor_ref mgr, detail::mgr_op op, std::int64_t timeout_ms);
+  transaction& add(const detail::proxy_base& p, detail::mgr_op o);
   actor_ref mgr_{};
   std::vector<detail::mgr_op> ops_;
   std::vector<std::string> results_;
