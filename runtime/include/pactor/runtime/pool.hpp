@@ -807,12 +807,7 @@ public:
     using V = std::vector<detail::result_value_t<R>>;
     auto [job, core]
       = make_map_job<false>(f, std::forward<Rng>(items), chunksize);
-    auto st = std::make_shared<detail::result_state<V>>();
-    st->core = core;
-    st->job = job;
-    job->future = st;
-    core->submit(job);
-    return async_result<V>(std::move(st));
+    return launch<V>(job, core);
   }
 
   /// Lazy map (Python's imap): results in order as they come; reads the
@@ -847,12 +842,7 @@ public:
       item_t(std::forward<A>(args)...));
     auto core = core_for<true>(f, *job, 1);
     job->indexed = false;
-    auto st = std::make_shared<detail::result_state<R>>();
-    st->core = core;
-    st->job = job;
-    job->future = st;
-    core->submit(job);
-    return async_result<R>(std::move(st));
+    return launch<R>(job, core);
   }
 
   /// No more work; the workers exit once the submitted work is done.
@@ -881,6 +871,18 @@ public:
   }
 
 private:
+  /// Gives `job` a future of R, submits it to `core` and returns the future.
+  template <class R, class Job>
+  async_result<R> launch(const std::shared_ptr<Job>& job,
+                         const std::shared_ptr<detail::pool_core>& core) {
+    auto st = std::make_shared<detail::result_state<R>>();
+    st->core = core;
+    st->job = job;
+    job->future = st;
+    core->submit(job);
+    return async_result<R>(std::move(st));
+  }
+
   /// Where a call with `f` runs: the pool's core for a function, a bound
   /// core of `workers` fork workers holding a copy of `f` otherwise (sets
   /// the job's runner and function).
