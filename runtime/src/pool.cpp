@@ -787,7 +787,9 @@ struct pool_core_impl {
               + (code < 0 ? "signal " + std::to_string(-code)
                           : "exit code " + std::to_string(code))
               + ")";
-      if (++init_failures >= init_failures_to_break)
+      // A SIGKILL came from outside (or the OOM killer): try again. Any
+      // other death before ready is the start or the initializer failing.
+      if (code != -SIGKILL && ++init_failures >= init_failures_to_break)
         break_pool("pactor::pool_broken: workers fail to start: " + why);
       else
         respawn(i);

@@ -95,6 +95,16 @@ BOOST_AUTO_TEST_CASE(map_and_imap_unordered_lose_nothing_under_random_kills) {
   pactor::event stop;
   pactor::value<int> kills(0);
   auto monkey = start_monkey(stop, kills, 2ms);
+  struct stop_monkey { // also when a check throws
+    pactor::event& stop;
+    pactor::process& monkey;
+    ~stop_monkey() {
+      stop.set();
+      if (!monkey.join(std::chrono::seconds(10)))
+        monkey.kill();
+      (void)monkey.join(std::chrono::seconds(10));
+    }
+  } guard{stop, monkey};
 
   const int n = 400000;
   auto got = p.map(work, pool_test::upto(n), 64);
@@ -116,6 +126,7 @@ BOOST_AUTO_TEST_CASE(map_and_imap_unordered_lose_nothing_under_random_kills) {
 
   stop.set();
   BOOST_REQUIRE(monkey.join(10s));
+  BOOST_TEST(monkey.exitcode().value_or(-1) == 0);
   BOOST_TEST_MESSAGE(
     "workers killed: " << kills.load() << ", started: " << p.workers_started());
   BOOST_TEST(kills.load() >= 10); // the monkey really was at work
