@@ -15,6 +15,7 @@
 #include <ctime>
 #include <cxxabi.h>
 #include <deque>
+#include <optional>
 #include <poll.h>
 #include <thread>
 #include <typeinfo>
@@ -348,8 +349,13 @@ void chunk_context::begin(std::uint32_t i) noexcept {
 
 void chunk_context::value_added() {
   ++count_;
+  end_item(); // its result is buffered: a timeout cannot fail it any more
   if (buf_.size() >= flush_bytes)
     flush();
+}
+
+void chunk_context::end_item() noexcept {
+  aref(slot_->running).store(0, std::memory_order_release);
 }
 
 void chunk_context::reset_values() {
@@ -380,6 +386,7 @@ void chunk_context::write_error(std::uint32_t i, const std::string& type,
 
 void chunk_context::error_current(std::uint32_t i) {
   auto [type, what] = describe_current();
+  end_item();
   flush();
   write_error(i, type, what);
   first_ = i + 1;
@@ -513,6 +520,20 @@ struct pool_core_impl {
     w.proc = std::move(proc);
     w.alive = true;
     ++started;
+  }
+
+  /// Whether some live worker got through its start (initializer).
+  [[nodiscard]] bool any_ready() noexcept {
+    for (std::size_t i = 0; i < workers.size(); ++i) {
+      auto& w = workers[i];
+      if (!w.alive)
+        continue;
+      pool_slot& s = slots[i];
+      if (aref(s.generation).load(std::memory_order_acquire) == w.generation
+          && aref(s.state).load(std::memory_order_acquire) == slot_ready)
+        return true;
+    }
+    return false;
   }
 
   [[nodiscard]] std::size_t alive_count() const noexcept {
@@ -741,13 +762,9 @@ struct pool_core_impl {
           throw std::runtime_error("a result record of the wrong shape");
         job.on_values(c.index0 + h.offset + skip, obj.via.array.ptr + skip,
                       h.count - skip);
-      } catch (const std::exception& e) {
-        for (auto i = h.offset + skip; i < h.offset + h.count; ++i)
-          job.on_error(
-            c.index0 + i,
-            std::make_exception_ptr(task_error(
-              c.index0 + i, job.indexed, exception_type_name(e),
-              std::string("the result did not decode: ") + e.what())));
+      } catch (const std::exception&) {
+        // Item by item: the ones that convert are kept.
+        values_one_by_one(c, h, skip, payload);
       }
       job.resolved += h.count - skip;
     }
@@ -755,6 +772,37 @@ struct pool_core_impl {
     maybe_complete(c.job);
     if (c.done == c.count)
       chunks.erase(it);
+  }
+
+  void values_one_by_one(chunk_rec& c, const result_header& h,
+                         std::uint32_t skip,
+                         std::span<const std::byte> payload) {
+    auto& job = *c.job;
+    std::optional<msgpack::object> obj;
+    scratch_zone zone;
+    std::string why;
+    try {
+      obj = unpack_checked(zone.get(), payload, decode_limits{}, 0,
+                           "pactor::pool results");
+      if (obj->type != msgpack::type::ARRAY || obj->via.array.size != h.count)
+        throw std::runtime_error("a result record of the wrong shape");
+    } catch (const std::exception& e) {
+      obj.reset();
+      why = e.what();
+    }
+    for (auto i = skip; i < h.count; ++i) {
+      const auto index = c.index0 + h.offset + i;
+      try {
+        if (!obj)
+          throw std::runtime_error(why);
+        job.on_values(index, obj->via.array.ptr + i, 1);
+      } catch (const std::exception& e) {
+        job.on_error(index,
+                     std::make_exception_ptr(task_error(
+                       index, job.indexed, exception_type_name(e),
+                       std::string("the result did not decode: ") + e.what())));
+      }
+    }
   }
 
   bool drain() {
@@ -779,6 +827,8 @@ struct pool_core_impl {
     const auto state = ours ? aref(s.state).load(std::memory_order_acquire)
                             : std::uint32_t{slot_starting};
     if (state != slot_ready) {
+      if (any_ready())
+        init_failures = 0; // others started: not the initializer's fault
       std::string why;
       if (state == slot_init_failed)
         why = std::string(s.message, strnlen(s.message, sizeof s.message));
@@ -915,8 +965,16 @@ struct pool_core_impl {
         = static_cast<double>(p.total - std::min(p.total, p.done)) / p.rate;
     if (cfg.progress_bar)
       bar.draw(p, final);
-    if (cfg.on_progress)
-      cfg.on_progress(p);
+    if (cfg.on_progress) {
+      try {
+        cfg.on_progress(p);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "pactor: a progress callback threw %s: %s\n",
+                     exception_type_name(e).c_str(), e.what());
+      } catch (...) {
+        std::fprintf(stderr, "pactor: a progress callback threw\n");
+      }
+    }
   }
 
   void finish_jobs() {
@@ -1128,6 +1186,27 @@ void pool_core::cancel_pending() {
                               kv.second.job.get());
   });
   m.finish_jobs();
+}
+
+void pool_core::abandon(job_base& job) noexcept {
+  auto& m = *impl_;
+  std::lock_guard lk(m.mu);
+  if (job.finished)
+    return;
+  job.exhausted = true;
+  std::erase_if(m.chunks, [&job](auto& kv) {
+    auto& c = kv.second;
+    if (c.job.get() != &job || c.in_ring)
+      return false;
+    job.resolved += c.count - c.done; // dropped: counted as ended
+    return true;
+  });
+  if (auto it = m.jobs.find(&job); it != m.jobs.end())
+    m.finishing.push_back(it->second);
+  try {
+    m.finish_jobs();
+  } catch (...) {
+  }
 }
 
 void pool_core::retire_when_idle() noexcept {

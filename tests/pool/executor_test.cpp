@@ -56,6 +56,19 @@ BOOST_AUTO_TEST_CASE(submit_and_map) {
              boost::test_tools::per_element());
 }
 
+BOOST_AUTO_TEST_CASE(leaving_a_map_loop_early_does_not_hang_shutdown) {
+  pactor::executor ex(2);
+  int seen = 0;
+  for (int v : ex.map(square, pool_test::upto(100000))) {
+    if (v > 100)
+      break;
+    ++seen;
+  }
+  BOOST_TEST(seen == 11);
+  ex.shutdown(); // must not wait for a reader that is gone
+  BOOST_TEST(ex.underlying_pool().pids().empty());
+}
+
 BOOST_AUTO_TEST_CASE(map_with_a_timeout_raises_timeout_error) {
   pactor::executor ex(2);
   auto results = ex.map(sleep_ms, std::vector<int>{10, 2000}, 300ms);

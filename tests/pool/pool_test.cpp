@@ -439,6 +439,26 @@ BOOST_AUTO_TEST_CASE(a_lambda_with_captures_on_a_spawn_pool_is_a_clear_error) {
   BOOST_TEST(p.apply(square, 3) == 9);
 }
 
+BOOST_AUTO_TEST_CASE(an_imap_dropped_early_does_not_hold_up_join) {
+  pactor::pool p(2, {.read_ahead = 8});
+  {
+    auto it = p.imap(square, pool_test::upto(100000));
+    BOOST_TEST(it.next(10s).value() == 0);
+  } // dropped after one result
+  p.close();
+  BOOST_TEST(p.join(10s));
+}
+
+BOOST_AUTO_TEST_CASE(map_async_keeps_its_own_copy_of_an_lvalue_input) {
+  pactor::pool p(2);
+  pactor::async_result<std::vector<int>> f;
+  {
+    auto input = pool_test::upto(1000);
+    f = p.map_async(square, input, 7);
+  } // the vector is gone; the call reads its copy
+  BOOST_TEST(f.get(30s) == squares_of(1000), boost::test_tools::per_element());
+}
+
 BOOST_AUTO_TEST_CASE(max_tasks_per_child_replaces_workers) {
   pactor::pool p(1, {.max_tasks_per_child = 2});
   auto pids = p.map(my_pid, pool_test::upto(10), 1);

@@ -170,9 +170,7 @@ namespace detail {
 /// Whether `f` has ended, without running its pool.
 template <class R>
 bool ended(const async_result<R>& f) {
-  auto& st = future_access::state(f);
-  std::lock_guard lk(st.core->mutex());
-  return st.done;
+  return future_access::state(f).done.load(std::memory_order_acquire);
 }
 
 /// The distinct pools behind `fs`.

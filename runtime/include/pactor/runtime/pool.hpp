@@ -7,6 +7,7 @@
 #include <pactor/runtime/detail/pool_core.hpp>
 #include <pactor/runtime/pipe.hpp> // timeout_error
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -302,7 +303,9 @@ bound_runner make_bound_runner(const F& f) {
 struct result_state_base {
   std::shared_ptr<pool_core> core;
   std::weak_ptr<job_base> job;
-  bool done = false;
+  /// Set (release) once value/error/cancelled are final: readable without
+  /// the core's mutex (wait() over futures of several pools).
+  std::atomic<bool> done{false};
   bool cancelled = false;
   std::exception_ptr error;
   std::vector<std::function<void()>> callbacks;
@@ -451,11 +454,13 @@ public:
 
   void on_values(std::size_t index, const msgpack::object* values,
                  std::size_t n) override {
-    for (std::size_t i = 0; i < n; ++i) {
-      value_type v{};
-      convert_result<R>(values[i], v);
-      put(index + i, outcome(std::in_place_index<0>, std::move(v)));
-    }
+    // All converted first: a conversion that throws puts nothing (the core
+    // then takes the items one by one).
+    std::vector<value_type> converted(n);
+    for (std::size_t i = 0; i < n; ++i)
+      convert_result<R>(values[i], converted[i]);
+    for (std::size_t i = 0; i < n; ++i)
+      put(index + i, outcome(std::in_place_index<0>, std::move(converted[i])));
   }
   void on_error(std::size_t index, std::exception_ptr e) override {
     put(index, outcome(std::in_place_index<1>, std::move(e)));
@@ -610,7 +615,7 @@ public:
   bool cancel() {
     auto& st = state();
     std::lock_guard lk(st.core->mutex());
-    if (st.done)
+    if (st.done.load())
       return st.cancelled;
     auto job = st.job.lock();
     // On success the job ends at once and marks this result cancelled.
@@ -625,7 +630,7 @@ public:
   void add_done_callback(std::function<void(async_result&)> fn) {
     auto& st = state();
     std::unique_lock lk(st.core->mutex());
-    if (st.done) {
+    if (st.done.load()) {
       lk.unlock();
       fn(*this);
       return;
@@ -646,7 +651,7 @@ private:
   }
   bool wait_until(detail::wait_limit limit) {
     auto& st = state();
-    return st.core->run_until([&st] { return st.done; }, limit);
+    return st.core->run_until([&st] { return st.done.load(); }, limit);
   }
   value_type result() {
     auto& st = state();
@@ -720,6 +725,18 @@ public:
   }
   std::default_sentinel_t end() const noexcept {
     return {};
+  }
+
+  imap_result(const imap_result&) = delete;
+  imap_result& operator=(const imap_result&) = delete;
+  imap_result(imap_result&&) noexcept = default;
+  imap_result& operator=(imap_result&&) noexcept = default;
+  /// Dropped before the end: the rest of the input is not read, tasks not
+  /// yet sent are dropped, and the pool forgets the results (so close +
+  /// join, or an executor's shutdown, do not wait for a reader).
+  ~imap_result() {
+    if (core_ && job_)
+      core_->abandon(*job_);
   }
 
   imap_result(
@@ -805,8 +822,9 @@ public:
   auto map_async(F&& f, Rng&& items, std::size_t chunksize = 0) {
     using R = detail::task_result_t<F>;
     using V = std::vector<detail::result_value_t<R>>;
-    auto [job, core]
-      = make_map_job<false>(f, std::forward<Rng>(items), chunksize);
+    // The input is read lazily, after this returns: an lvalue is copied.
+    auto [job, core] = make_map_job<false>(
+      f, std::remove_cvref_t<Rng>(std::forward<Rng>(items)), chunksize);
     return launch<V>(job, core);
   }
 

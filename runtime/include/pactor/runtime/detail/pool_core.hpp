@@ -96,6 +96,8 @@ public:
   void start(std::uint64_t chunk, std::uint32_t count);
   /// Item `i` starts running.
   void begin(std::uint32_t i) noexcept;
+  /// No item is running (its result is buffered, or being written).
+  void end_item() noexcept;
   /// The running item's result.
   template <class T>
   void value(const T& v) {
@@ -334,6 +336,10 @@ public:
   bool cancel(job_base& job);
   /// Cancels every job none of whose chunks is in the task ring yet.
   void cancel_pending();
+  /// Nobody will read `job`'s results: it reads no more input, its chunks
+  /// not yet in the task ring are dropped, and it ends when the others
+  /// have run.
+  void abandon(job_base& job) noexcept;
   /// A bound core: once its jobs are finished its workers are told to exit.
   void retire_when_idle() noexcept;
   /// Whether every job submitted has finished.
