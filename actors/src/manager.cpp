@@ -404,8 +404,9 @@ private:
       if (cur.is_float || delta.is_float) {
         out.is_float = true;
         out.d = cur.as_double() + delta.as_double();
-      } else {
-        out.i = cur.i + delta.i;
+      } else if (__builtin_add_overflow(cur.i, delta.i, &out.i)) {
+        fail(mgr_status::wrong_type,
+             "the increment overflows a 64-bit integer");
       }
       save_key(op.object, o, op.key, log);
       d[op.key] = number_bytes(out);
@@ -561,9 +562,14 @@ private:
     switch (code) {
     case mgr_opcode::get:
       return {to_bytes(o.counter)};
-    case mgr_opcode::increment:
-      o.counter += to_number(op.value, "the increment").i;
+    case mgr_opcode::increment: {
+      std::int64_t sum = 0;
+      if (__builtin_add_overflow(o.counter,
+                                 to_number(op.value, "the increment").i, &sum))
+        fail(mgr_status::wrong_type, "the counter would overflow");
+      o.counter = sum;
       return {to_bytes(o.counter)};
+    }
     case mgr_opcode::set:
       o.counter = to_number(op.value, "the value").i;
       return {};
@@ -780,18 +786,34 @@ private:
       }
     }
     auto reply = execute(r);
-    bool changed
-      = reply.status == 0
-        && std::any_of(r.ops.begin(), r.ops.end(), [](const auto& op) {
-             return mutating(static_cast<mgr_opcode>(op.op));
-           });
-    if (changed) {
-      if (log_fd_ >= 0)
-        append(r, reply);
+    if (reply.status == 0 && changed_state(r, reply)) {
+      // The client first: a snapshot that append() may take holds it.
       if (r.client != 0)
         clients_[r.client] = {r.seq, reply};
+      if (log_fd_ >= 0)
+        append(r, reply);
     }
     return reply;
+  }
+
+  /// Whether a successful request changed the store (a poll that found
+  /// nothing, a lost acquire or CAS did not: they are not logged).
+  static bool changed_state(const mgr_request& r, const mgr_reply& reply) {
+    if (!std::any_of(r.ops.begin(), r.ops.end(), [](const auto& op) {
+          return mutating(static_cast<mgr_opcode>(op.op));
+        }))
+      return false;
+    if (r.transaction || r.ops.size() != 1)
+      return true;
+    switch (static_cast<mgr_opcode>(r.ops.front().op)) {
+    case mgr_opcode::try_get:
+      return !reply.values.empty();
+    case mgr_opcode::acquire:
+    case mgr_opcode::cas:
+      return !reply.values.empty() && from_bytes<bool>(reply.values.front());
+    default:
+      return true;
+    }
   }
 
   mgr_reply execute(const mgr_request& r) {
@@ -822,6 +844,14 @@ private:
       reply.values.clear();
       reply.status = static_cast<std::uint8_t>(mgr_status::wrong_type);
       reply.error = std::string("a value did not decode: ") + e.what();
+    } catch (const std::bad_alloc&) {
+      throw;
+    } catch (...) {
+      if (r.transaction)
+        store_.rollback(undo);
+      reply.values.clear();
+      reply.status = static_cast<std::uint8_t>(mgr_status::function_error);
+      reply.error = "an operation failed: " + current_exception_type();
     }
     return reply;
   }
@@ -885,14 +915,24 @@ private:
   static std::string read_file(const std::string& p) {
     std::string out;
     int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-      return out;
+    if (fd < 0) {
+      if (errno == ENOENT)
+        return out; // absent: nothing to recover from
+      throw std::system_error(errno, std::system_category(),
+                              "pactor::manager: cannot read " + p);
+    }
     char buf[1 << 16];
     for (;;) {
       auto n = ::read(fd, buf, sizeof buf);
       if (n < 0 && errno == EINTR)
         continue;
-      if (n <= 0)
+      if (n < 0) {
+        int err = errno;
+        ::close(fd);
+        throw std::system_error(err, std::system_category(),
+                                "pactor::manager: cannot read " + p);
+      }
+      if (n == 0)
         break;
       out.append(buf, static_cast<std::size_t>(n));
     }
@@ -907,10 +947,22 @@ private:
       if (w < 0 && errno == EINTR)
         continue;
       if (w < 0)
-        throw std::system_error(errno, std::system_category(), what);
+        fatal(what, errno);
       p += w;
       n -= static_cast<std::size_t>(w);
     }
+  }
+
+  /// The disk refused a write: the store in memory is ahead of the log, so
+  /// this incarnation must not answer. It ends; its supervisor restarts it
+  /// from the snapshot and the log, and the request at hand is redelivered.
+  [[noreturn]] static void fatal(const char* what, int err) {
+    std::fprintf(stderr,
+                 "pactor::manager: %s failed: %s; restarting from "
+                 "the data directory\n",
+                 what, std::strerror(err));
+    std::fflush(stderr);
+    ::_exit(75);
   }
 
   void append(const mgr_request& r, const mgr_reply& reply) {
@@ -965,15 +1017,13 @@ private:
     int fd
       = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
-      throw std::system_error(errno, std::system_category(),
-                              "pactor::manager: cannot write a snapshot");
+      fatal("cannot write a snapshot", errno);
     write_all(fd, reinterpret_cast<const char*>(bytes.data()), bytes.size(),
               "pactor::manager: snapshot write");
     ::fsync(fd);
     ::close(fd);
     if (::rename(tmp.c_str(), path("snapshot").c_str()) != 0)
-      throw std::system_error(errno, std::system_category(),
-                              "pactor::manager: snapshot rename");
+      fatal("snapshot rename", errno);
     int dir = ::open(cfg_.data_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dir >= 0) {
       ::fsync(dir);
@@ -985,8 +1035,7 @@ private:
     log_fd_ = ::open(log_path(gen_).c_str(),
                      O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (log_fd_ < 0)
-      throw std::system_error(errno, std::system_category(),
-                              "pactor::manager: cannot open the new log");
+      fatal("cannot open the new log", errno);
     ::unlink(old.c_str());
     log_bytes_ = 0;
     dirty_ = false;
