@@ -130,8 +130,8 @@ BOOST_AUTO_TEST_CASE(map_and_imap_unordered_lose_nothing_under_random_kills) {
   BOOST_TEST_MESSAGE(
     "workers killed: " << kills.load() << ", started: " << p.workers_started());
   BOOST_TEST(kills.load() >= 10); // the monkey really was at work
-  BOOST_TEST(p.workers_started()
-             >= 2U + static_cast<std::size_t>(kills.load()) / 2);
+  // (A dying worker can be hit twice before it is gone: kills >= deaths.)
+  BOOST_TEST(p.workers_started() >= 12U); // at least 10 were replaced
 }
 
 BOOST_AUTO_TEST_SUITE_END()
