@@ -1264,14 +1264,8 @@ void manager::shutdown() {
   if (down_)
     return;
   down_ = true;
-  // Terminating the child closes its mailbox for good (a request then fails
-  // with actor_exited); stopping only the supervisor would leave it open
-  // for a restart that never comes.
-  try {
-    supervisor_ref(sup_).terminate_child("manager");
-  } catch (const std::exception&) {
-    // the supervisor is gone already: stopping it below is enough
-  }
+  // A top-level supervisor closes its children's mailboxes as it stops: a
+  // proxy call then fails with manager_shut_down.
   sys_->stop(sup_);
   (void)sys_->join(sup_, std::chrono::seconds(30));
 }

@@ -285,6 +285,14 @@ public:
         stop_proc(*it);
   }
 
+  // Stops the children and closes their mailboxes (a request to one then
+  // fails at once instead of waiting for a restart that will not come).
+  void stop_for_good() {
+    stop_all_children();
+    for (auto& rec : st_.children)
+      set_open(rec.ref, false);
+  }
+
   // Stops the children and drops them for good, mailboxes and all (the end
   // of an embedded supervisor, a failed start).
   void close_all() {
@@ -532,8 +540,12 @@ public:
   }
 
   void on_stop() {
-    if (core_ && !core_->gave_up())
-      core_->stop_all_children();
+    if (!core_ || core_->gave_up())
+      return;
+    if (st_.spec.top_level)
+      core_->stop_for_good(); // no parent will restart it to adopt them
+    else
+      core_->stop_all_children(); // its parent may restart it: they wait
   }
 
   pactor::behavior behavior() {
@@ -670,6 +682,7 @@ supervisor_wire to_wire(const supervisor_spec& s) {
 
 actor_ref spawn_supervisor(const supervisor_spec& spec) {
   auto w = to_wire(spec);
+  w.top_level = true;
   return spawn_packed(supervisor_target(w), supervisor_options(spec.name));
 }
 

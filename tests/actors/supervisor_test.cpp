@@ -697,4 +697,21 @@ BOOST_AUTO_TEST_CASE(an_embedded_supervisor_runs_on_the_programs_event_loop,
   BOOST_CHECK_EQUAL(ask(r).incarnation, before.incarnation + 1);
 }
 
+BOOST_AUTO_TEST_CASE(
+  a_stopped_top_level_supervisor_closes_its_childrens_mailboxes) {
+  pactor::actor_system sys;
+  pactor::supervisor_spec spec;
+  spec.children.push_back(pactor::worker<child>("w"));
+  auto sup = pactor::spawn_supervisor(sys, spec);
+  auto kid = sup.which_children().at(0).ref;
+  BOOST_TEST(sys.request<identity>(kid, who_are_you{}, 10s).pid > 0);
+  sys.stop(sup.ref());
+  BOOST_REQUIRE(sys.join(sup.ref(), 10s));
+  // Nobody will restart it: a request fails at once instead of waiting.
+  auto start = std::chrono::steady_clock::now();
+  BOOST_CHECK_THROW(sys.request<identity>(kid, who_are_you{}, 10s),
+                    pactor::actor_exited);
+  BOOST_CHECK(std::chrono::steady_clock::now() - start < 5s);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

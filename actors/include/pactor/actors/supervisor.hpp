@@ -124,7 +124,10 @@ struct supervisor_wire {
   std::int64_t period_ms = 5000;
   std::vector<child_wire> children;
   std::string name;
-  MSGPACK_DEFINE(how, intensity, period_ms, children, name)
+  /// Spawned by the program (spawn_supervisor), not by a parent supervisor:
+  /// nobody restarts it, so when it stops its children's mailboxes close.
+  bool top_level = false;
+  MSGPACK_DEFINE(how, intensity, period_ms, children, name, top_level)
 };
 /// Validates and converts (std::invalid_argument naming child and field).
 child_wire to_wire(const child_spec& c);
