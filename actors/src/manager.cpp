@@ -176,7 +176,6 @@ bool mutating(mgr_opcode op) {
   case mgr_opcode::keys:
   case mgr_opcode::items:
   case mgr_opcode::at:
-  case mgr_opcode::snapshot:
   case mgr_opcode::check:
   case mgr_opcode::at_least:
   case mgr_opcode::locked:

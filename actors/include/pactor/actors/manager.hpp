@@ -135,7 +135,6 @@ enum class mgr_opcode : std::uint8_t {
   set_at,
   pop,
   call,     // extra: [method name, arguments]
-  snapshot, // whole object: dict items, list items, value
   check,    // transactions: abort unless key holds extra ("" = missing)
   at_least, // transactions: abort unless the number at key >= value
   put,      // queue: append value
