@@ -252,6 +252,19 @@ BOOST_AUTO_TEST_CASE(a_segfaulting_task_fails_with_the_signal_and_pid) {
   BOOST_TEST(p.workers_started() == 4U);
 }
 
+BOOST_DATA_TEST_CASE(a_dead_worker_fails_only_its_task_with_every_method,
+                     bdata::make(all_methods), method) {
+  pactor::pool p(2, {.method = method, .retries = 1});
+  auto o = outcomes(p.imap(poison_at_3, pool_test::upto(6), 2));
+  BOOST_REQUIRE_EQUAL(o.size(), 6U);
+  BOOST_TEST(o[3].find("pactor::worker_died: task 3: its worker (pid ")
+             != std::string::npos);
+  BOOST_TEST(o[3].find("2 workers died running it") != std::string::npos);
+  for (int i : {0, 1, 2, 4, 5})
+    BOOST_TEST(o[static_cast<std::size_t>(i)] == std::to_string(i));
+  BOOST_TEST(p.pids().size() == 2U);
+}
+
 BOOST_AUTO_TEST_CASE(
   a_task_that_kills_every_worker_is_poison_after_its_retries) {
   pactor::pool p(2, {.retries = 2});
