@@ -128,6 +128,13 @@ struct op_failure {
   throw op_failure{s, std::move(message)};
 }
 
+const char* kind_name(mgr_kind k);
+
+[[noreturn]] void no_such_op(const mgr_op& op, mgr_kind k) {
+  fail(mgr_status::wrong_type, "'" + op.object + "' is a " + kind_name(k)
+                                 + ": no such operation on it");
+}
+
 /// A number as the manager sees it.
 struct number {
   bool is_float = false;
@@ -355,6 +362,14 @@ private:
        it == o.dict.end() ? std::nullopt : std::optional(it->second)});
   }
 
+  /// Whether `key` holds `expected` ("" = whether it is missing).
+  static bool holds(const std::unordered_map<std::string, std::string>& d,
+                    const std::string& key, const std::string& expected) {
+    auto it = d.find(key);
+    return expected.empty() ? it == d.end()
+                            : (it != d.end() && it->second == expected);
+  }
+
   static std::vector<std::string> dict_op(const mgr_op& op, mgr_opcode code,
                                           object_rec& o,
                                           std::vector<undo>* log) {
@@ -412,20 +427,14 @@ private:
       return {d[op.key]};
     }
     case mgr_opcode::cas: {
-      auto it = d.find(op.key);
-      bool match = op.extra.empty() ? it == d.end()
-                                    : (it != d.end() && it->second == op.extra);
-      if (!match)
+      if (!holds(d, op.key, op.extra))
         return {to_bytes(false)};
       save_key(op.object, o, op.key, log);
       d[op.key] = op.value;
       return {to_bytes(true)};
     }
     case mgr_opcode::check: {
-      auto it = d.find(op.key);
-      bool match = op.extra.empty() ? it == d.end()
-                                    : (it != d.end() && it->second == op.extra);
-      if (!match)
+      if (!holds(d, op.key, op.extra))
         fail(mgr_status::aborted,
              "a required value in '" + op.object + "' did not match");
       return {};
@@ -463,8 +472,7 @@ private:
       d.clear();
       return {};
     default:
-      fail(mgr_status::wrong_type,
-           "'" + op.object + "' is a dict: no such operation on it");
+      no_such_op(op, mgr_kind::dict);
     }
   }
 
@@ -496,8 +504,7 @@ private:
       l.clear();
       return {};
     default:
-      fail(mgr_status::wrong_type,
-           "'" + op.object + "' is a list: no such operation on it");
+      no_such_op(op, mgr_kind::list);
     }
   }
 
@@ -551,8 +558,7 @@ private:
       return {o.value};
     }
     default:
-      fail(mgr_status::wrong_type,
-           "'" + op.object + "' is a value: no such operation on it");
+      no_such_op(op, mgr_kind::value);
     }
   }
 
@@ -573,8 +579,7 @@ private:
       o.counter = to_number(op.value, "the value").i;
       return {};
     default:
-      fail(mgr_status::wrong_type,
-           "'" + op.object + "' is a counter: no such operation on it");
+      no_such_op(op, mgr_kind::counter);
     }
   }
 
@@ -594,8 +599,7 @@ private:
     case mgr_opcode::size:
       return {to_bytes(o.queue.size())};
     default:
-      fail(mgr_status::wrong_type,
-           "'" + op.object + "' is a queue: no such operation on it");
+      no_such_op(op, mgr_kind::queue);
     }
   }
 
@@ -617,8 +621,7 @@ private:
     case mgr_opcode::locked:
       return {to_bytes(!o.holder.empty())};
     default:
-      fail(mgr_status::wrong_type,
-           "'" + op.object + "' is a lock: no such operation on it");
+      no_such_op(op, mgr_kind::lock);
     }
   }
 
