@@ -590,7 +590,8 @@ struct mgr_probe {
 };
 struct mgr_count {
   int n = 0;
-  MSGPACK_DEFINE(n)
+  bool pipelined = false; // add_later, then one confirm
+  MSGPACK_DEFINE(n, pipelined)
 };
 
 // A client actor (its own process): on mgr_probe, n timed gets or sets
@@ -617,6 +618,12 @@ pactor::behavior dict_client(pactor::dict_proxy<std::string, long> d) {
 // On mgr_count: n synchronous atomic increments; replies with n.
 pactor::behavior counter_client(pactor::counter_proxy c) {
   return pactor::behavior{[c](const mgr_count& m) {
+    if (m.pipelined) {
+      for (int i = 0; i < m.n; ++i)
+        c.add_later(1);
+      c.confirm();
+      return m.n;
+    }
     for (int i = 0; i < m.n; ++i)
       c.add(1);
     return m.n;
@@ -663,7 +670,7 @@ double manager_dict_us(bool quick, bool set, bool persist, bool spin) {
 }
 
 /// Increments per second: 2 client actors, n synchronous increments each.
-double manager_counter_per_s(bool quick, bool persist) {
+double manager_counter_per_s(bool quick, bool persist, bool pipelined = false) {
   auto& sys = actor_sys();
   auto dir = persist ? bench_data_dir("counter") : std::string();
   double rate = 0;
@@ -679,17 +686,18 @@ double manager_counter_per_s(bool quick, bool persist) {
     // One client asked from this thread, the other from a helper actor's
     // request: both run at once.
     auto asker = sys.spawn(
-      +[](pactor::actor_ref other, int count) {
-        return pactor::behavior{[other, count](const mgr_count&) {
+      +[](pactor::actor_ref other, int count, bool pipe) {
+        return pactor::behavior{[other, count, pipe](const mgr_count&) {
           int done = pactor::this_actor::request<int>(
-            other, mgr_count{count}, std::chrono::seconds(600));
+            other, mgr_count{count, pipe}, std::chrono::seconds(600));
           pactor::this_actor::send(pactor::this_actor::sender(),
                                    mgr_count{done});
         }};
       },
-      b, n);
+      b, n, pipelined);
     sys.send(asker, mgr_count{0});
-    (void)sys.request<int>(a, mgr_count{n}, std::chrono::seconds(600));
+    (void)sys.request<int>(a, mgr_count{n, pipelined},
+                           std::chrono::seconds(600));
     if (sys.receive<mgr_count>(std::chrono::seconds(600))
           .value_or(mgr_count{})
           .n
@@ -912,6 +920,8 @@ std::vector<bench_case> all_cases() {
      [](bool quick) { return manager_counter_per_s(quick, false); }},
     {"manager_counter_incr_per_s_persist", "incr/s",
      [](bool quick) { return manager_counter_per_s(quick, true); }},
+    {"manager_counter_incr_per_s_pipelined", "incr/s",
+     [](bool quick) { return manager_counter_per_s(quick, false, true); }},
     {"pool_map_tiny_tasks_per_s", "tasks/s", pool_map_tiny_per_s},
     {"pool_map_tiny_tasks_per_s_chunk1", "tasks/s", pool_map_chunk1_per_s},
     {"pool_imap_unordered_tasks_per_s", "tasks/s", pool_imap_unordered_per_s},

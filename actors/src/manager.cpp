@@ -186,6 +186,7 @@ bool mutating(mgr_opcode op) {
   case mgr_opcode::check:
   case mgr_opcode::at_least:
   case mgr_opcode::locked:
+  case mgr_opcode::confirm:
     return false;
   default:
     return true;
@@ -707,13 +708,33 @@ public:
 
   pactor::behavior behavior() {
     return pactor::behavior{
-      [this](const mgr_request& r) { return handle(r); },
+      [this](const mgr_request& r) {
+        if (r.ops.size() == 1
+            && static_cast<mgr_opcode>(r.ops.front().op) == mgr_opcode::confirm)
+          return confirmed(r.client);
+        auto reply = handle(r);
+        if (r.told && reply.status != 0 && r.client != 0)
+          told_errors_.try_emplace(r.client, reply); // the first one counts
+        return reply;
+      },
       [this](const this_actor::idle&) { sync_now(); },
       [this](const down& d) { holder_ended(d.who); },
     };
   }
 
 private:
+  /// The first error among the client's pipelined (told) requests since its
+  /// last confirm, or ok.
+  mgr_reply confirmed(std::uint64_t client) {
+    auto it = told_errors_.find(client);
+    if (it == told_errors_.end())
+      return {};
+    auto reply = std::move(it->second);
+    told_errors_.erase(it);
+    reply.error = "a pipelined call failed: " + reply.error;
+    return reply;
+  }
+
   /// A lock holder ended: its locks are freed (a logged release, so that
   /// a replay frees them too).
   void holder_ended(actor_ref who) {
@@ -1058,6 +1079,7 @@ private:
   std::chrono::steady_clock::time_point last_sync_{};
   std::string buf_;
   std::set<std::string> watched_;
+  std::unordered_map<std::uint64_t, mgr_reply> told_errors_;
 };
 
 // ---- the client side ----
@@ -1130,6 +1152,28 @@ mgr_reply call_manager(actor_ref mgr, mgr_request req,
   if (r.status != 0)
     throw_status(r);
   return r;
+}
+
+void send_one(actor_ref mgr, mgr_op op) {
+  auto& c = me();
+  mgr_request req;
+  req.client = c.id;
+  req.seq = ++c.seq;
+  req.told = true;
+  req.ops.push_back(std::move(op));
+  try {
+    send_message(mgr, self_ref(), req, 0, 0);
+  } catch (const actor_exited& e) {
+    throw manager_shut_down(std::string("pactor::manager_shut_down: the "
+                                        "manager is gone (")
+                            + e.what() + ")");
+  }
+}
+
+void confirm_all(actor_ref mgr, std::chrono::milliseconds timeout) {
+  mgr_op op;
+  op.op = static_cast<std::uint8_t>(mgr_opcode::confirm);
+  call_one(mgr, std::move(op), timeout); // after them in the mailbox
 }
 
 void mgr_backoff(std::chrono::microseconds& pause) {

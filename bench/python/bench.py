@@ -580,6 +580,9 @@ CASES = [
      lambda q: cached("mgr_ctr", lambda: manager_counter_per_s(q))),
     ("manager_counter_incr_per_s_persist", "incr/s",
      lambda q: cached("mgr_ctr", lambda: manager_counter_per_s(q))),
+    # Python's manager has no pipelined form: the same locked increments.
+    ("manager_counter_incr_per_s_pipelined", "incr/s",
+     lambda q: cached("mgr_ctr", lambda: manager_counter_per_s(q))),
     ("pool_map_tiny_tasks_per_s", "tasks/s", pool_map_tiny_per_s),
     ("pool_map_tiny_tasks_per_s_chunk1", "tasks/s", pool_map_chunk1_per_s),
     ("pool_imap_unordered_tasks_per_s", "tasks/s", pool_imap_unordered_per_s),

@@ -388,6 +388,27 @@ BOOST_AUTO_TEST_CASE(a_lock_is_held_by_one_process_and_freed_when_it_dies) {
   lock.release();
 }
 
+BOOST_AUTO_TEST_CASE(pipelined_adds_are_applied_once_each_and_confirmed) {
+  pactor::actor_system sys;
+  pactor::manager mgr(sys);
+  auto c = mgr.counter("c");
+  for (int i = 0; i < 20000; ++i)
+    c.add_later(1);
+  c.confirm(); // every one applied
+  BOOST_TEST(c.get() == 20000);
+  // An error among pipelined calls is reported by the next confirm, once.
+  pactor::counter_proxy missing(mgr.ref(), "no-such-counter", 10000);
+  missing.add_later(1);
+  c.add_later(5);
+  BOOST_CHECK_EXCEPTION(
+    c.confirm(), pactor::key_error, [](const pactor::key_error& e) {
+      return std::string(e.what()).find("a pipelined call failed")
+             != std::string::npos;
+    });
+  BOOST_TEST(c.get() == 20005); // the others were applied
+  c.confirm();                  // nothing pending: no error
+}
+
 BOOST_AUTO_TEST_CASE(proxies_after_shutdown_fail_clearly) {
   pactor::actor_system sys;
   pactor::manager mgr(sys);

@@ -143,6 +143,7 @@ enum class mgr_opcode : std::uint8_t {
             // manager)
   release,  // lock: free it (only its holder)
   locked,   // lock: whether it is held
+  confirm,  // after pipelined calls: the first error among them, if any
 };
 
 enum class mgr_status : std::uint8_t {
@@ -171,7 +172,8 @@ struct mgr_request {
   std::uint64_t seq = 0;
   bool transaction = false;
   std::vector<mgr_op> ops;
-  MSGPACK_DEFINE(client, seq, transaction, ops)
+  bool told = false; // sent without waiting (pipelined): no reply goes back
+  MSGPACK_DEFINE(client, seq, transaction, ops, told)
 };
 
 struct mgr_reply {
@@ -208,6 +210,11 @@ mgr_reply call_manager(actor_ref mgr, mgr_request req,
                        std::chrono::milliseconds timeout);
 /// One operation, one reply value.
 mgr_reply call_one(actor_ref mgr, mgr_op op, std::chrono::milliseconds timeout);
+/// One operation sent without waiting (pipelined); confirm_all() later.
+void send_one(actor_ref mgr, mgr_op op);
+/// Waits until the manager applied this thread's pipelined operations;
+/// throws the first error among them.
+void confirm_all(actor_ref mgr, std::chrono::milliseconds timeout);
 /// Sleeps `pause` and doubles it up to 1 ms (polling proxies).
 void mgr_backoff(std::chrono::microseconds& pause);
 
@@ -601,6 +608,17 @@ public:
   }
   void set(std::int64_t v) const {
     send(detail::mgr_opcode::set, {}, detail::to_bytes(v));
+  }
+  /// Pipelined add: sent without waiting for the manager (fire now,
+  /// confirm later). Applied in order, once each (deduplicated as every
+  /// call is); confirm() waits for them and throws the first error.
+  void add_later(std::int64_t delta = 1) const {
+    detail::send_one(
+      mgr_, make(detail::mgr_opcode::increment, {}, detail::to_bytes(delta)));
+  }
+  /// Waits until every add_later of this thread to this manager is applied.
+  void confirm() const {
+    detail::confirm_all(mgr_, std::chrono::milliseconds(timeout_ms_));
   }
 
   MSGPACK_DEFINE(mgr_, name_, timeout_ms_)
