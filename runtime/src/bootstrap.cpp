@@ -24,8 +24,6 @@ globals_t& globals() {
   return *g;
 }
 
-namespace {
-
 std::string demangle(const char* name) {
   int status = 0;
   char* s = abi::__cxa_demangle(name, nullptr, nullptr, &status);
@@ -33,6 +31,8 @@ std::string demangle(const char* name) {
   std::free(s);
   return out;
 }
+
+namespace {
 
 void flush_all() noexcept {
   try {

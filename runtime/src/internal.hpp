@@ -50,6 +50,9 @@ private:
   int fd_ = -1;
 };
 
+/// Demangles a type name (typeid(x).name()); the name itself on failure.
+std::string demangle(const char* name);
+
 /// Throws std::system_error for `errno` with "pactor: <what>".
 [[noreturn]] void throw_errno(const char* what);
 [[noreturn]] void throw_errno(int err, const char* what);

@@ -13,7 +13,6 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
-#include <cxxabi.h>
 #include <deque>
 #include <optional>
 #include <poll.h>
@@ -106,14 +105,6 @@ void write_array32(std::byte* at, std::uint32_t n) {
   at[2] = static_cast<std::byte>(n >> 16);
   at[3] = static_cast<std::byte>(n >> 8);
   at[4] = static_cast<std::byte>(n);
-}
-
-std::string demangled(const char* name) {
-  int status = 0;
-  char* s = abi::__cxa_demangle(name, nullptr, nullptr, &status);
-  std::string out = (status == 0 && s != nullptr) ? s : name;
-  std::free(s); // NOLINT(cppcoreguidelines-no-malloc): __cxa_demangle's
-  return out;
 }
 
 /// The current exception as (type name, message).
@@ -302,7 +293,7 @@ std::int64_t monotonic_ns() noexcept {
 }
 
 std::string exception_type_name(const std::exception& e) {
-  return demangled(typeid(e).name());
+  return demangle(typeid(e).name());
 }
 
 std::size_t default_pool_size() noexcept {
