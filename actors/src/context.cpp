@@ -77,7 +77,14 @@ rpc_reply call_node_on(node_connection& conn, int sock, const rpc_request& req,
     if (left <= 0 || !poll_in(sock, left))
       throw actor_system_down("the node process does not answer");
     std::vector<unique_fd> got;
-    buf.assign(max_rpc_bytes, std::byte{0});
+    // Sized to the packet (peeked): a fixed 160 KiB buffer would make
+    // every actor touch, and keep, 160 KiB of heap for its first call.
+    auto size = next_message_size(sock);
+    if (size < 0 && size != -EAGAIN)
+      throw actor_system_down("the node process is gone");
+    buf.resize(std::clamp<std::size_t>(static_cast<std::size_t>(
+                                         std::max<ssize_t>(size, 0)),
+                                       1, max_rpc_bytes));
     auto n = recv_with_fds(sock, buf, got);
     if (n == 0 || (n < 0 && n != -EMSGSIZE && n != -EAGAIN))
       throw actor_system_down("the node process is gone");
@@ -106,6 +113,8 @@ void resolve_locked(std::uint64_t id) {
   auto& c = ctx();
   std::vector<unique_fd> fds;
   auto r = call_node({rpc_op::resolve, id, 0, {}, {}}, &fds);
+  if (!r.ok && r.b == reply_gone) // ended, and its mailbox reclaimed
+    throw actor_exited(actor_ref(id), r.error);
   if (!r.ok)
     throw std::invalid_argument("pactor: " + actor_ref(id).to_string() + ": "
                                 + r.error);

@@ -89,7 +89,8 @@ ring_status put_envelope(ring& r, const envelope& e, std::size_t size,
 
 /// The node's main loop (in the node process).
 int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
-              std::uint32_t max_deliveries, std::int64_t spin_ns);
+              std::uint32_t max_deliveries, std::int64_t spin_ns,
+              std::uint64_t keep_exited);
 
 /// Ends the running actor after the message being handled, with `why`.
 void exit_actor(const exit_reason& why);

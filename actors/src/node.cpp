@@ -16,6 +16,7 @@
 #include <cstring>
 #include <deque>
 #include <fcntl.h>
+#include <malloc.h>
 #include <functional>
 #include <map>
 #include <poll.h>
@@ -37,6 +38,8 @@ namespace {
 
 constexpr std::uint64_t root_id = 1;
 constexpr std::size_t max_letters = 10000;
+// Exit reasons kept for actors whose records are gone (reclaimed, forgotten).
+constexpr std::size_t max_tombs = 4096;
 
 // Owned copies of a ring's three fds (the node does not map the rings).
 struct held_ring {
@@ -85,6 +88,7 @@ struct actor_rec {
   std::vector<resource_limit> limits;
   std::vector<int> cpus;
   std::uint64_t memory_limit = 0;
+  std::uint64_t deaths = 0; // its n-th death is entry (id, n) of `exited`
   std::string cgroup; // the memory cgroup of the running incarnation
   std::int64_t stop_timeout_ms = -1; // this stop's own timeout (-1: none)
   // An endpoint: a mailbox and a connection of a process that is not an
@@ -108,6 +112,15 @@ struct node_state {
   std::uint64_t next_id = root_id + 1;
   std::uint64_t dead_letters = 0;
   std::deque<dead_letter> letters; // the newest max_letters, inspectable
+  // Reclaiming: exited actors that may still be restarted by hand (not
+  // supervised), oldest first as (id, death number); past `keep_exited`
+  // the oldest is reclaimed. `tombs`: the exit reasons of reclaimed or
+  // forgotten actors, the newest max_tombs (by id, in `tomb_order`).
+  std::size_t keep_exited = 128;
+  std::deque<std::pair<std::uint64_t, std::uint64_t>> exited;
+  std::map<std::uint64_t, exit_reason> tombs;
+  std::deque<std::uint64_t> tomb_order;
+  std::uint32_t reclaimed_since_trim = 0;
   std::uint32_t max_deliveries = 3;
   std::int64_t spin_ns = 50000; // how long an actor spins before sleeping
   pid_t node_pid = 0;
@@ -153,12 +166,13 @@ void reply(int sock, const rpc_reply& r, std::span<const int> fds = {}) {
     std::fprintf(stderr, "pactor: node: a reply could not be sent\n");
 }
 
-void keep_letter(node_state& n, dead_letter l) {
+void keep_letter(node_state& n, dead_letter l, bool print = true) {
   ++n.dead_letters;
   if (l.payload.size() > max_letter_payload)
     l.payload.resize(max_letter_payload);
-  std::fprintf(stderr, "pactor: dead letter to %s: %s\n",
-               l.to.to_string().c_str(), l.why.c_str());
+  if (print)
+    std::fprintf(stderr, "pactor: dead letter to %s: %s\n",
+                 l.to.to_string().c_str(), l.why.c_str());
   if (n.letters.size() >= max_letters)
     n.letters.pop_front();
   n.letters.push_back(std::move(l));
@@ -593,8 +607,10 @@ void on_death(node_state& n, actor_rec& a, int status) {
   a.pidfd.reset();
   a.ctl.reset();
   a.stop_timeout_ms = -1;
-  if (!a.keep_open)
+  if (!a.keep_open) {
     close_mailbox(a);
+    n.exited.emplace_back(a.id, ++a.deaths); // restartable by hand, for now
+  }
   answer_waiters(n, a.id, true, &a.last);
   for (auto it = n.names.begin(); it != n.names.end();)
     it = it->second == a.id ? n.names.erase(it) : std::next(it);
@@ -643,6 +659,124 @@ void reap(node_state& n, actor_rec& a, bool block = false) {
   on_death(n, a, status);
 }
 
+// Whether `id` named an actor (or endpoint) whose record is gone: ids are
+// never reused, so one below next_id that is not in the table has ended.
+bool is_gone(const node_state& n, std::uint64_t id) {
+  return id > root_id && id < n.next_id && !n.actors.contains(id);
+}
+
+exit_reason tomb_reason(const node_state& n, std::uint64_t id) {
+  if (auto it = n.tombs.find(id); it != n.tombs.end())
+    return it->second;
+  exit_reason r;
+  r.kind = exit_kind::unknown;
+  r.message = "it ended long ago; its exit reason is no longer kept";
+  return r;
+}
+
+// The error reply about a gone actor: b = reply_gone, blob = its reason.
+rpc_reply gone_reply(const node_state& n, std::uint64_t id) {
+  auto why = tomb_reason(n, id);
+  rpc_reply r{false, 0, reply_gone,
+              why.to_string() + " (its record and mailbox were reclaimed)",
+              {}};
+  pack_payload(r.blob, why);
+  return r;
+}
+
+void bury(node_state& n, std::uint64_t id, const exit_reason& why) {
+  n.tombs.insert_or_assign(id, why);
+  n.tomb_order.push_back(id);
+  while (n.tomb_order.size() > max_tombs) {
+    n.tombs.erase(n.tomb_order.front());
+    n.tomb_order.pop_front();
+  }
+}
+
+// What is left in the mailbox of an actor that ended and is reclaimed
+// becomes dead letters (the node's own control messages are dropped).
+void drain_to_letters(node_state& n, actor_rec& a) {
+  std::uint64_t count = 0;
+  auto why = "its actor ended (" + a.last.to_string()
+             + ") and its mailbox was reclaimed";
+  try {
+    auto box = ring::attach(a.mailbox.raw());
+    auto read = [&](std::span<const std::byte> bytes, std::uint32_t delivery) {
+      dead_letter l;
+      l.to = actor_ref(a.id);
+      l.delivery = delivery - 1; // this peek counted: times its actor got it
+      l.why = why;
+      std::span<const std::byte> payload = bytes;
+      try {
+        auto mv = read_envelope(bytes);
+        if ((mv.header.flags & flag_system) != 0)
+          return;
+        l.from = actor_ref(mv.header.sender);
+        l.type = mv.header.type;
+        payload = mv.payload;
+      } catch (const std::exception&) { // kept whole, undecoded
+      }
+      payload = payload.first(std::min(payload.size(), max_letter_payload));
+      l.payload.assign(payload.begin(), payload.end());
+      keep_letter(n, std::move(l), false);
+      ++count;
+    };
+    while (box.peek(read, wait_limit::none()) == ring_status::ok)
+      box.ack();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pactor: node: the mailbox of %s could not be read "
+                         "when it was reclaimed: %s\n",
+                 actor_ref(a.id).to_string().c_str(), e.what());
+  }
+  if (count != 0)
+    std::fprintf(stderr,
+                 "pactor: dead letters: %llu message(s) left in the "
+                 "mailbox of %s when it was reclaimed (it ended: %s)\n",
+                 static_cast<unsigned long long>(count),
+                 actor_ref(a.id).to_string().c_str(),
+                 a.last.to_string().c_str());
+}
+
+// Drops the record of an ended actor (or an endpoint): closes its mailbox,
+// ends its monitors, links and names, keeps its exit reason as a tomb.
+void drop_record(node_state& n, actor_rec& a) {
+  bury(n, a.id, a.last);
+  close_mailbox(a);
+  unwatch(n, a.ctl);
+  std::erase_if(n.waiters, [&](const end_waiter& w) {
+    return w.id == a.id || (a.ctl && w.sock == a.ctl.get());
+  });
+  for (auto& [oid, other] : n.actors) {
+    other.monitors.erase(a.id);
+    other.links.erase(a.id);
+  }
+  std::erase_if(n.names, [&](const auto& kv) { return kv.second == a.id; });
+  n.actors.erase(a.id);
+}
+
+// Reclaims the oldest exited actors past keep_exited: their mailboxes (6
+// fds and up to the mailbox's size of memory each), their records; then
+// gives the freed heap back (actors forked later share less of it).
+void reclaim_exited(node_state& n) {
+  while (n.exited.size() > n.keep_exited) {
+    auto [id, death] = n.exited.front();
+    n.exited.pop_front();
+    auto it = n.actors.find(id);
+    if (it == n.actors.end())
+      continue;
+    auto& a = it->second;
+    if (a.alive || a.keep_open || a.endpoint || a.deaths != death)
+      continue; // restarted, or supervised, since
+    drain_to_letters(n, a);
+    drop_record(n, a);
+    ++n.reclaimed_since_trim;
+  }
+  if (n.reclaimed_since_trim >= 32) {
+    ::malloc_trim(0);
+    n.reclaimed_since_trim = 0;
+  }
+}
+
 rpc_reply handle(node_state& n, std::uint64_t from, const rpc_request& q,
                  std::vector<int>& fds_out) {
   auto find = [&](std::uint64_t id) -> actor_rec* {
@@ -659,7 +793,8 @@ rpc_reply handle(node_state& n, std::uint64_t from, const rpc_request& q,
   case rpc_op::resolve: {
     auto* a = find(q.a);
     if (a == nullptr)
-      return {false, 0, 0, "no such actor", {}};
+      return is_gone(n, q.a) ? gone_reply(n, q.a)
+                             : rpc_reply{false, 0, 0, "no such actor", {}};
     for (const auto& f : a->mailbox.fds)
       fds_out.push_back(f.get());
     for (const auto& f : a->replies.fds)
@@ -675,6 +810,12 @@ rpc_reply handle(node_state& n, std::uint64_t from, const rpc_request& q,
   }
   case rpc_op::monitor: {
     auto* t = find(q.b);
+    if (t == nullptr && is_gone(n, q.b)) { // down at once, as for the dead
+      if (auto* w = find(q.a);
+          w != nullptr && (w->alive || w->id == root_id || w->endpoint))
+        node_deliver(n, *w, down{actor_ref(q.b), tomb_reason(n, q.b)});
+      return {};
+    }
     if (t == nullptr)
       return {false, 0, 0, "no such actor", {}};
     if (t->alive)
@@ -690,17 +831,19 @@ rpc_reply handle(node_state& n, std::uint64_t from, const rpc_request& q,
   case rpc_op::link: {
     auto* a = find(q.a);
     auto* b = find(q.b);
-    if (a == nullptr || b == nullptr)
+    bool b_gone = b == nullptr && is_gone(n, q.b);
+    if (a == nullptr || (b == nullptr && !b_gone))
       return {false, 0, 0, "no such actor", {}};
-    if (!b->alive) { // linking to the dead: its death reaches us now
-      if (!b->last.is_normal() && a->alive) {
+    if (b_gone || !b->alive) { // linking to the dead: its death reaches us now
+      auto last = b_gone ? tomb_reason(n, q.b) : b->last;
+      if (!last.is_normal() && a->alive) {
         if (a->traps_exit) {
-          node_deliver(n, *a, exit_msg{actor_ref(b->id), b->last});
+          node_deliver(n, *a, exit_msg{actor_ref(q.b), last});
         } else {
           exit_reason lr;
           lr.kind = exit_kind::linked;
-          lr.other = b->id;
-          lr.message = b->last.to_string();
+          lr.other = q.b;
+          lr.message = last.to_string();
           a->imposed = lr;
           send_signal(*a, SIGKILL);
         }
@@ -768,6 +911,11 @@ rpc_reply handle(node_state& n, std::uint64_t from, const rpc_request& q,
     // a: id, b: ms to wait. Answered when it has ended (a = 1, blob = its
     // reason) or after b ms (ok = false).
     auto* a = find(q.a);
+    if (a == nullptr && is_gone(n, q.a)) {
+      rpc_reply r{true, 1, 0, {}, {}};
+      pack_payload(r.blob, tomb_reason(n, q.a));
+      return r;
+    }
     if (a == nullptr)
       return {false, 0, 0, "no such actor", {}};
     if (!a->alive || a->endpoint || a->id == root_id) {
@@ -797,27 +945,19 @@ rpc_reply handle(node_state& n, std::uint64_t from, const rpc_request& q,
     } catch (const std::exception& e) {
       return {false, 0, 0, e.what(), {}};
     }
+    if (!a->keep_open && !a->alive) // no supervisor keeps it any more
+      n.exited.emplace_back(a->id, ++a->deaths);
     return {};
   }
   case rpc_op::forget: {
     // a: id of an actor that has ended (or an endpoint): closes its mailbox
-    // and drops it (its fds, its record). Its ref is unknown from then on.
+    // and drops it (its fds, its record). Its ref is gone from then on.
     auto* a = find(q.a);
     if (a == nullptr || a->id == root_id)
       return {false, 0, 0, "no such actor", {}};
     if (a->alive && !a->endpoint)
       return {false, 0, 0, "it is running", {}};
-    close_mailbox(*a);
-    unwatch(n, a->ctl);
-    std::erase_if(n.waiters, [&](const end_waiter& w) {
-      return w.id == a->id || (a->ctl && w.sock == a->ctl.get());
-    });
-    for (auto& [oid, other] : n.actors) {
-      other.monitors.erase(a->id);
-      other.links.erase(a->id);
-    }
-    std::erase_if(n.names, [&](const auto& kv) { return kv.second == a->id; });
-    n.actors.erase(a->id);
+    drop_record(n, *a);
     return {};
   }
   case rpc_op::open_endpoint: {
@@ -886,6 +1026,14 @@ rpc_reply handle(node_state& n, std::uint64_t from, const rpc_request& q,
   }
   case rpc_op::restart: {
     auto* a = find(q.a);
+    if (a == nullptr && is_gone(n, q.a))
+      return {false, 0, reply_gone,
+              "it was reclaimed after it ended (the node keeps the "
+              "mailboxes of the newest actor_system_options::keep_exited "
+              "ended actors, "
+                + std::to_string(n.keep_exited)
+                + "; a supervised child is kept while its supervisor runs)",
+              {}};
     if (a == nullptr)
       return {false, 0, 0, "no such actor", {}};
     return restart_actor(n, *a);
@@ -910,10 +1058,15 @@ enum class served : std::uint8_t { ok, gone, shutdown };
 // it (not answered here).
 served serve(node_state& n, int sock, std::uint64_t from,
              rpc_request* shutdown_request = nullptr) {
-  std::vector<std::byte> buf(max_rpc_bytes);
-  std::vector<unique_fd> ignored;
   // Never blocks: a readiness event can be stale (reported for a socket
-  // since closed, whose number a new connection now has).
+  // since closed, whose number a new connection now has). The buffer is
+  // sized to the packet (peeked), not to the limit.
+  auto size = next_message_size(sock, MSG_DONTWAIT);
+  if (size == -EAGAIN)
+    return served::ok;
+  std::vector<std::byte> buf(std::clamp<std::size_t>(
+    static_cast<std::size_t>(std::max<ssize_t>(size, 0)), 1, max_rpc_bytes));
+  std::vector<unique_fd> ignored;
   auto len = recv_with_fds(sock, buf, ignored, MSG_DONTWAIT);
   if (len == 0 || (len < 0 && len != -EMSGSIZE && len != -EAGAIN))
     return served::gone;
@@ -1017,7 +1170,8 @@ bool stop_all(node_state& n) {
 } // namespace
 
 int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
-              std::uint32_t max_deliveries, std::int64_t spin_ns) {
+              std::uint32_t max_deliveries, std::int64_t spin_ns,
+              std::uint64_t keep_exited) {
   ::prctl(PR_SET_NAME, "pactor-node");
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
   // The root's death (Ctrl-C at a terminal kills it) is an orderly stop:
@@ -1034,6 +1188,7 @@ int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
   n.shutdown_timeout = std::chrono::milliseconds(shutdown_timeout_ms);
   n.max_deliveries = max_deliveries;
   n.spin_ns = spin_ns;
+  n.keep_exited = keep_exited;
   n.node_pid = ::getpid();
   sigset_t sigs;
   ::sigemptyset(&sigs);
@@ -1150,6 +1305,7 @@ int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
     }
     if (leave)
       break;
+    reclaim_exited(n);
   }
   return clean ? 0 : 3;
 }

@@ -64,6 +64,10 @@ struct rpc_reply {
 
 /// The largest request or reply packet (a SEQPACKET datagram must fit the
 /// socket buffer); bigger requests are refused at the sender.
+/// rpc_reply::b of a refusal about an actor whose record was reclaimed (or
+/// forgotten): it has ended; blob = its exit_reason.
+inline constexpr std::uint64_t reply_gone = 2;
+
 inline constexpr std::size_t max_rpc_bytes = std::size_t{160} << 10;
 /// Dead letters keep at most this much of a message's payload.
 inline constexpr std::size_t max_letter_payload = std::size_t{4} << 10;

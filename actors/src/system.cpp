@@ -41,8 +41,8 @@ ring_status peek_or_drop(ring& box, F& read, wait_limit limit) {
 }
 
 int node_entry(int sock, std::int64_t shutdown_ms, std::uint32_t max_deliveries,
-               std::int64_t spin_ns) {
-  return node_main(sock, shutdown_ms, max_deliveries, spin_ns);
+               std::int64_t spin_ns, std::uint64_t keep_exited) {
+  return node_main(sock, shutdown_ms, max_deliveries, spin_ns, keep_exited);
 }
 
 } // namespace
@@ -63,10 +63,13 @@ actor_system::actor_system(actor_system_options opts)
     auto ms = static_cast<std::int64_t>(opts.shutdown_timeout.count());
     auto md = opts.max_deliveries;
     auto spin = static_cast<std::int64_t>(opts.spin.count());
+    auto keep = static_cast<std::uint64_t>(opts.keep_exited);
     if (detail::thread_count() == 1 && !opts.spawn_node)
-      s_->node.emplace(with_fork, &detail::node_entry, sv[1], ms, md, spin);
+      s_->node.emplace(with_fork, &detail::node_entry, sv[1], ms, md, spin,
+                       keep);
     else
-      s_->node.emplace(with_spawn, &detail::node_entry, sv[1], ms, md, spin);
+      s_->node.emplace(with_spawn, &detail::node_entry, sv[1], ms, md, spin,
+                       keep);
     s_->node->name("pactor-node").daemon(true).pass_fds({sv[1]});
     s_->node->start();
     theirs.reset();
@@ -291,6 +294,8 @@ std::string exit_reason::to_string() const {
     return message.empty() ? "killed" : "killed: " + message;
   case exit_kind::linked:
     return "linked " + actor_ref(other).to_string() + " ended: " + message;
+  case exit_kind::unknown:
+    return "ended (" + message + ")";
   }
   return "unknown";
 }

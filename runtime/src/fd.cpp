@@ -115,6 +115,14 @@ ssize_t recv_with_fds(int sock, std::span<std::byte> buf,
   return n;
 }
 
+ssize_t next_message_size(int sock, int flags) noexcept {
+  ssize_t n;
+  do {
+    n = ::recv(sock, nullptr, 0, flags | MSG_PEEK | MSG_TRUNC);
+  } while (n < 0 && errno == EINTR);
+  return n < 0 ? -errno : n;
+}
+
 unique_fd make_memfd(const char* name, std::span<const std::byte> bytes) {
   unique_fd fd(::memfd_create(name, MFD_CLOEXEC));
   if (!fd)

@@ -73,6 +73,12 @@ int send_with_fds(int sock, std::span<const std::byte> data,
 ssize_t recv_with_fds(int sock, std::span<std::byte> buf,
                       std::vector<unique_fd>& fds, int flags = 0) noexcept;
 
+/// The size of the next message (datagram semantics) on `sock` without
+/// taking it (MSG_PEEK | MSG_TRUNC; its fds stay queued). `flags` adds
+/// recvmsg flags (MSG_DONTWAIT). Returns the byte count (0 on EOF or an
+/// empty message) or -errno.
+ssize_t next_message_size(int sock, int flags = 0) noexcept;
+
 /// Creates a CLOEXEC memfd holding `bytes`.
 unique_fd make_memfd(const char* name, std::span<const std::byte> bytes);
 

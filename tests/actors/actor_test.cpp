@@ -10,6 +10,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <chrono>
+#include <filesystem>
 #include <csignal>
 #include <fstream>
 #include <optional>
@@ -586,6 +587,102 @@ BOOST_AUTO_TEST_CASE(
   // every queued one.
   BOOST_CHECK_EQUAL(sys.request<int>(c, total{}, 10s), 100 + 55);
   BOOST_CHECK_THROW(sys.restart(c), std::invalid_argument); // running
+}
+
+BOOST_AUTO_TEST_CASE(
+  ended_actors_past_keep_exited_are_reclaimed_and_their_refs_stay_ended) {
+  pactor::actor_system sys({.keep_exited = 2});
+  // The first one dies holding a message in its handler and two queued.
+  auto first = sys.spawn<counter>(0);
+  sys.send(first, slow_add{1, 20000, sys.self()});
+  sys.send(first, add{2});
+  sys.send(first, add{3});
+  BOOST_REQUIRE(sys.receive<started>(10s));
+  sys.kill(first);
+  BOOST_REQUIRE(sys.join(first, 10s));
+  BOOST_CHECK(sys.take_dead_letters().empty()); // kept for a restart
+  std::vector<actor_ref> later;
+  for (int i = 0; i < 3; ++i) {
+    later.push_back(sys.spawn<counter>(0));
+    BOOST_CHECK_EQUAL(sys.request<int>(later.back(), total{}, 10s), 0);
+    sys.stop(later.back());
+    BOOST_REQUIRE(sys.join(later.back(), 10s));
+  }
+  // Four ended, two kept: `first` and later[0] were reclaimed. What was
+  // left in first's mailbox is in the dead letters, none lost.
+  auto letters = sys.take_dead_letters();
+  BOOST_REQUIRE_EQUAL(letters.size(), 3U);
+  for (const auto& l : letters) {
+    BOOST_CHECK(l.to == first);
+    BOOST_CHECK(l.from == sys.self());
+    BOOST_CHECK(l.why.find("reclaimed") != std::string::npos);
+  }
+  BOOST_CHECK_EQUAL(letters[0].delivery, 1U); // it was being handled
+  BOOST_CHECK_EQUAL(letters[1].delivery, 0U);
+  BOOST_CHECK_EQUAL(
+    pactor::decode_payload<add>(letters[2].payload).n, 3); // in order
+  // Its ref is an ended actor's: every use says so, with its exit reason.
+  try {
+    sys.send(first, add{1});
+    BOOST_ERROR("a send to a reclaimed actor went through");
+  } catch (const pactor::actor_exited& e) {
+    BOOST_CHECK(std::string(e.what()).find("killed") != std::string::npos);
+  }
+  auto why = sys.join(first, 1s);
+  BOOST_REQUIRE(why);
+  BOOST_CHECK(why->kind == pactor::exit_kind::killed);
+  sys.monitor(later[0]);
+  auto d = sys.receive<pactor::down>(10s);
+  BOOST_REQUIRE(d);
+  BOOST_CHECK(d->who == later[0]);
+  BOOST_CHECK(d->reason.kind == pactor::exit_kind::shutdown);
+  try {
+    sys.restart(first);
+    BOOST_ERROR("a reclaimed actor restarted");
+  } catch (const std::invalid_argument& e) {
+    BOOST_CHECK(std::string(e.what()).find("reclaimed") != std::string::npos);
+  }
+  BOOST_CHECK_THROW(
+    (void)sys.request<int>(later[0], total{}, 10s), pactor::actor_exited);
+  // The newest two can still be restarted, on their mailboxes.
+  sys.restart(later[2]);
+  BOOST_CHECK_EQUAL(sys.request<int>(later[2], total{}, 10s), 0);
+  sys.restart(later[1]);
+  BOOST_CHECK_EQUAL(sys.request<int>(later[1], total{}, 10s), 0);
+}
+
+BOOST_AUTO_TEST_CASE(many_short_lived_actors_do_not_grow_the_node) {
+  pactor::actor_system sys({.keep_exited = 4});
+  auto node_fds = [&] {
+    // The node is the root's child named pactor-node.
+    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+      std::ifstream stat(e.path() / "stat");
+      std::string pid, comm, state;
+      long ppid = 0;
+      if (!(stat >> pid >> comm >> state >> ppid) || ppid != ::getpid()
+          || comm != "(pactor-node)")
+        continue;
+      std::size_t n = 0;
+      for ([[maybe_unused]] const auto& f :
+           std::filesystem::directory_iterator(e.path() / "fd"))
+        ++n;
+      return n;
+    }
+    throw std::runtime_error("no pactor-node child");
+  };
+  auto churn = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      auto a = sys.spawn<counter>(i);
+      BOOST_REQUIRE_EQUAL(sys.request<int>(a, total{}, 10s), i);
+      sys.kill(a);
+      BOOST_REQUIRE(sys.join(a, 10s));
+    }
+  };
+  churn(20);
+  auto before = node_fds();
+  churn(200);
+  BOOST_CHECK_LE(node_fds(), before); // 200 more ended, none kept
+  BOOST_CHECK_EQUAL(sys.live_actors(), 0U);
 }
 
 BOOST_AUTO_TEST_CASE(

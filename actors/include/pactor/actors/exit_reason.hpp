@@ -23,6 +23,7 @@ enum class exit_kind : std::uint8_t {
   signal,    ///< killed by signal `code` (core_dumped tells a core dump)
   killed,    ///< killed by the node (kill(ref), or a shutdown timeout)
   linked,    ///< killed because linked actor `other` died (reason in message)
+  unknown,   ///< ended so long ago that its reason is no longer kept
 };
 
 /// Who ended and why.

@@ -34,6 +34,13 @@ struct actor_system_options {
   /// its replies) spins before it sleeps; 0: never (a round trip then pays
   /// the kernel's wake-up, tens of us on a VM).
   std::chrono::nanoseconds spin = std::chrono::microseconds(50);
+  /// How many ended actors keep their mailbox and record so that
+  /// restart(ref) can start them again. Past it the node reclaims the one
+  /// that ended first: messages left in its mailbox become dead letters,
+  /// its fds and memory are freed, and its ref stays an ended actor's
+  /// (sends throw actor_exited, monitor and join report its exit reason,
+  /// restart throws). Children of a running supervisor are never reclaimed.
+  std::size_t keep_exited = 128;
 };
 
 namespace detail {
