@@ -105,7 +105,9 @@ void give_up(const envelope& h, std::span<const std::byte> payload,
 
 // Handles one record. Exceptions from a tell's handler propagate (the
 // actor ends; the record stays unacknowledged).
-void handle_record(std::span<const std::byte> bytes, std::uint32_t delivery) {
+// `waiting`: the messages in the mailbox from this one on (drop_oldest).
+void handle_record(std::span<const std::byte> bytes, std::uint32_t delivery,
+                   std::uint64_t waiting) {
   auto& s = st();
   message_view mv;
   try {
@@ -133,6 +135,18 @@ void handle_record(std::span<const std::byte> bytes, std::uint32_t delivery) {
       s.stop = true;
       s.reason.kind = exit_kind::shutdown;
     }
+    return;
+  }
+  if (auto keep = ctx().keep_newest; keep != 0 && waiting > keep) {
+    // drop_oldest: this is the oldest waiting message, and more than
+    // `keep` wait; it goes, not the newer ones.
+    auto why = "dropped: " + std::to_string(waiting - 1)
+               + " newer messages were waiting (overflow::drop_oldest keeps "
+               + std::to_string(keep) + ")";
+    give_up(h, mv.payload, delivery, why);
+    if ((h.flags & flag_request) != 0)
+      send_reply(s.sender, h.request_id,
+                 error_reply("pactor::message_dropped", why), flag_error);
     return;
   }
   if (delivery > ctx().max_deliveries) {
@@ -394,13 +408,14 @@ int run_actor(const std::function<std::unique_ptr<actor_impl>()>& make) {
     return 1;
   }
   auto last = steady::now();
+  std::uint32_t held = 0; // warm: handled, not yet committed
   auto handler = [&](std::span<const std::byte> b, std::uint32_t d) {
     c.origin = c.mailbox->peeked_number() + 1;
     c.origin_sends = 0;
-    handle_record(b, d);
+    // The held (handled, not yet committed) ones are still in the ring.
+    handle_record(b, d, c.keep_newest == 0 ? 0 : c.mailbox->size() - held);
     c.origin = 0;
   };
-  std::uint32_t held = 0; // warm: handled, not yet committed
   try {
     while (!s.stop) {
       fire_timers();

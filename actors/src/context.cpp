@@ -200,14 +200,20 @@ void deliver(actor_ref to, const envelope& sent, std::size_t size,
   case ring_status::ok:
     return;
   case ring_status::timeout:
-    if (policy.on_full == overflow::drop_newest && !is_reply) {
+    if ((policy.on_full == overflow::drop_newest
+         || policy.on_full == overflow::drop_oldest)
+        && !is_reply) {
       // Dropped, not lost without a trace: the node keeps a dead letter.
-      pactor::dead_letter l{to,
-                            actor_ref(e.sender),
-                            e.type,
-                            0,
-                            "dropped: the mailbox was full (drop_newest)",
-                            {}};
+      pactor::dead_letter l{
+        to,
+        actor_ref(e.sender),
+        e.type,
+        0,
+        policy.on_full == overflow::drop_newest
+          ? "dropped: the mailbox was full (drop_newest)"
+          : "dropped: the mailbox's bytes were full (drop_oldest drops "
+            "older messages as the actor takes them)",
+        {}};
       std::vector<std::byte> whole(size);
       write(whole.data());
       l.payload.assign(whole.begin(), whole.begin()
@@ -327,6 +333,13 @@ spawn_wire to_wire(const spawn_options& opts) {
   };
   if (opts.mailbox_bytes < 4096 || opts.mailbox_bytes > (std::size_t{1} << 30))
     throw bad("mailbox_bytes", "must be between 4 KiB and 1 GiB");
+  if (opts.on_full == overflow::drop_oldest && opts.mailbox_messages == 0)
+    throw bad("mailbox_messages",
+              "must be set with overflow::drop_oldest (how many waiting "
+              "messages to keep)");
+  if (static_cast<std::uint8_t>(opts.on_full)
+      > static_cast<std::uint8_t>(overflow::drop_oldest))
+    throw bad("on_full", "is not an overflow policy");
   if (opts.restart == restart_mode::warm) {
     if (opts.commit_every == 0)
       throw bad("commit_every", "must be at least 1");

@@ -44,6 +44,9 @@ struct process_context {
   std::vector<stashed_reply> async_stash;
   std::atomic<std::uint64_t> request_counter{0};
   std::uint32_t max_deliveries = 3; // a message delivered more often is poison
+  // overflow::drop_oldest: how many waiting messages the actor keeps (0:
+  // the policy is another).
+  std::uint64_t keep_newest = 0;
   // The message the actor is handling: 1 + its number in the mailbox (0:
   // none), and how many messages it has sent while handling it.
   std::uint64_t origin = 0;

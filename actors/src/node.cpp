@@ -89,6 +89,7 @@ struct actor_rec {
   std::vector<int> cpus;
   std::uint64_t memory_limit = 0;
   std::uint64_t deaths = 0; // its n-th death is entry (id, n) of `exited`
+  std::uint64_t keep_newest = 0; // drop_oldest: waiting messages kept
   std::string cgroup; // the memory cgroup of the running incarnation
   std::int64_t stop_timeout_ms = -1; // this stop's own timeout (-1: none)
   // An endpoint: a mailbox and a connection of a process that is not an
@@ -391,6 +392,7 @@ void apply_limits(const actor_rec& a) {
 [[noreturn]] void run_child(node_state& n, actor_rec& a, int actor_end,
                             const packed_target& t) {
   ctx().max_deliveries = n.max_deliveries;
+  ctx().keep_newest = a.keep_newest;
   std::vector<int> keep{actor_end};
   for (const auto& f : a.mailbox.fds)
     keep.push_back(f.get());
@@ -495,8 +497,11 @@ rpc_reply spawn_actor(node_state& n, const rpc_request& req) {
   actor_rec fresh;
   fresh.name = opts.name;
   fresh.incarnation = 1;
-  fresh.mailbox
-    = held_ring::make({opts.mailbox_bytes, opts.mailbox_messages, false});
+  // drop_oldest: the ring is bounded by bytes; the actor keeps the count.
+  const bool drop_oldest = opts.on_full == overflow::drop_oldest;
+  fresh.mailbox = held_ring::make(
+    {opts.mailbox_bytes, drop_oldest ? 0 : opts.mailbox_messages, false});
+  fresh.keep_newest = drop_oldest ? opts.mailbox_messages : 0;
   fresh.replies = held_ring::make({std::size_t{1} << 18, 0, false});
   fresh.policy = {opts.on_full, opts.send_timeout_ms};
   fresh.spin_ns = opts.spin_ns;

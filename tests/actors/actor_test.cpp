@@ -67,6 +67,18 @@ struct slow_add {
 struct poison {
   MSGPACK_DEFINE()
 };
+// A message the counter has no handler for (a dead letter when taken).
+struct filler {
+  std::string s;
+  MSGPACK_DEFINE(s)
+};
+// Says it started, then waits (at most 10 s) until `path` exists: the test
+// decides when the actor goes on.
+struct gate {
+  std::string path;
+  actor_ref report_to;
+  MSGPACK_DEFINE(path, report_to)
+};
 
 class counter {
 public:
@@ -101,6 +113,13 @@ public:
       [](const poison&) -> int {
         ::raise(SIGSEGV);
         return 0;
+      },
+      [](const gate& g) {
+        pactor::this_actor::send(g.report_to, started{});
+        auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (!std::filesystem::exists(g.path)
+               && std::chrono::steady_clock::now() < until)
+          std::this_thread::yield();
       },
     };
   }
@@ -651,6 +670,72 @@ BOOST_AUTO_TEST_CASE(
   BOOST_CHECK_EQUAL(sys.request<int>(later[1], total{}, 10s), 0);
 }
 
+// A gate file that exists once open() is called; removed at the end.
+struct gate_file {
+  std::string path = "/tmp/pactor-gate-" + std::to_string(::getpid()) + "-"
+                     + std::to_string(++count);
+  void open() const {
+    std::ofstream(path).put('x');
+  }
+  ~gate_file() {
+    std::filesystem::remove(path);
+  }
+  static inline int count = 0;
+};
+
+BOOST_AUTO_TEST_CASE(drop_oldest_keeps_the_newest_waiting_messages) {
+  pactor::actor_system sys;
+  pactor::spawn_options opts;
+  opts.on_full = pactor::overflow::drop_oldest;
+  opts.mailbox_messages = 3;
+  auto c = sys.spawn_with<counter>(opts, 0);
+  gate_file g;
+  sys.send(c, gate{g.path, sys.self()});
+  BOOST_REQUIRE(sys.receive<started>(10s)); // busy until the gate opens
+  for (int i = 1; i <= 10; ++i)
+    sys.send(c, add{i}); // never waits
+  sys.send(c, slow_add{0, 0, sys.self()}); // the eleventh
+  g.open();
+  // add 1..8 were the oldest of more than 3 waiting: dropped; 9, 10 and
+  // the eleventh handled.
+  BOOST_REQUIRE(sys.receive<started>(10s));
+  BOOST_CHECK_EQUAL(sys.request<int>(c, total{}, 10s), 9 + 10);
+  auto letters = sys.take_dead_letters();
+  BOOST_REQUIRE_EQUAL(letters.size(), 8U);
+  for (int i = 0; i < 8; ++i) {
+    BOOST_CHECK(letters[static_cast<std::size_t>(i)].to == c);
+    BOOST_CHECK(letters[static_cast<std::size_t>(i)].why.find("drop_oldest")
+                != std::string::npos);
+    BOOST_CHECK_EQUAL(
+      pactor::decode_payload<add>(letters[static_cast<std::size_t>(i)].payload)
+        .n,
+      i + 1);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(drop_oldest_never_makes_a_sender_wait) {
+  pactor::actor_system sys;
+  pactor::spawn_options opts;
+  opts.on_full = pactor::overflow::drop_oldest;
+  opts.mailbox_messages = 1000;
+  opts.mailbox_bytes = 4096; // room for three of the messages below
+  auto c = sys.spawn_with<counter>(opts, 0);
+  gate_file g;
+  sys.send(c, gate{g.path, sys.self()});
+  BOOST_REQUIRE(sys.receive<started>(10s));
+  for (int i = 0; i < 20; ++i) // the bytes run out: these are dropped
+    BOOST_CHECK_NO_THROW(sys.send(c, filler{std::string(1000, 'x')}));
+  g.open();
+  auto letters = sys.take_dead_letters();
+  std::size_t dropped = 0;
+  for (const auto& l : letters)
+    dropped += l.why.find("bytes were full") != std::string::npos ? 1 : 0;
+  BOOST_CHECK_GE(dropped, 16U);
+  pactor::spawn_options unset;
+  unset.on_full = pactor::overflow::drop_oldest;
+  BOOST_CHECK_THROW(sys.spawn_with<counter>(unset, 0), std::invalid_argument);
+}
+
 BOOST_AUTO_TEST_CASE(many_short_lived_actors_do_not_grow_the_node) {
   pactor::actor_system sys({.keep_exited = 4});
   auto node_fds = [&] {
@@ -678,9 +763,12 @@ BOOST_AUTO_TEST_CASE(many_short_lived_actors_do_not_grow_the_node) {
       BOOST_REQUIRE(sys.join(a, 10s));
     }
   };
+  // The node reclaims after answering; its next answer comes after that.
   churn(20);
+  (void)sys.live_actors();
   auto before = node_fds();
   churn(200);
+  (void)sys.live_actors();
   BOOST_CHECK_LE(node_fds(), before); // 200 more ended, none kept
   BOOST_CHECK_EQUAL(sys.live_actors(), 0U);
 }

@@ -20,6 +20,11 @@ enum class overflow : std::uint8_t {
   block,       ///< wait up to send_timeout, then throw queue_full
   fail,        ///< throw queue_full at once
   drop_newest, ///< drop the message being sent (kept as a dead letter)
+  /// keep only the newest `mailbox_messages` waiting: the actor drops
+  /// older ones (dead letters; a request gets remote_error
+  /// "pactor::message_dropped") as it takes them. Senders never wait; if
+  /// the mailbox's bytes are full, the message sent is dropped instead.
+  drop_oldest,
 };
 
 /// How the next incarnation of a restarted actor begins.
@@ -57,7 +62,9 @@ struct spawn_options {
   /// Bytes of messages the mailbox holds (larger messages travel in side
   /// blocks, docs/queues.md).
   std::size_t mailbox_bytes = std::size_t{1} << 20;
-  /// Most messages the mailbox holds; 0: bounded by bytes only.
+  /// Most messages the mailbox holds; 0: bounded by bytes only. With
+  /// overflow::drop_oldest (where it must be set): how many waiting
+  /// messages the actor keeps.
   std::size_t mailbox_messages = 0;
   overflow on_full = overflow::block;
   /// block: how long a send waits for room.
