@@ -82,9 +82,8 @@ rpc_reply call_node_on(node_connection& conn, int sock, const rpc_request& req,
     auto size = next_message_size(sock);
     if (size < 0 && size != -EAGAIN)
       throw actor_system_down("the node process is gone");
-    buf.resize(std::clamp<std::size_t>(static_cast<std::size_t>(
-                                         std::max<ssize_t>(size, 0)),
-                                       1, max_rpc_bytes));
+    buf.resize(std::clamp<std::size_t>(
+      static_cast<std::size_t>(std::max<ssize_t>(size, 0)), 1, max_rpc_bytes));
     auto n = recv_with_fds(sock, buf, got);
     if (n == 0 || (n < 0 && n != -EMSGSIZE && n != -EAGAIN))
       throw actor_system_down("the node process is gone");

@@ -16,8 +16,8 @@
 #include <cstring>
 #include <deque>
 #include <fcntl.h>
-#include <malloc.h>
 #include <functional>
+#include <malloc.h>
 #include <map>
 #include <poll.h>
 #include <set>
@@ -88,9 +88,9 @@ struct actor_rec {
   std::vector<resource_limit> limits;
   std::vector<int> cpus;
   std::uint64_t memory_limit = 0;
-  std::uint64_t deaths = 0; // its n-th death is entry (id, n) of `exited`
+  std::uint64_t deaths = 0;      // its n-th death is entry (id, n) of `exited`
   std::uint64_t keep_newest = 0; // drop_oldest: waiting messages kept
-  std::string cgroup; // the memory cgroup of the running incarnation
+  std::string cgroup;            // the memory cgroup of the running incarnation
   std::int64_t stop_timeout_ms = -1; // this stop's own timeout (-1: none)
   // An endpoint: a mailbox and a connection of a process that is not an
   // actor (an embedded supervisor), like the root's.
@@ -682,7 +682,9 @@ exit_reason tomb_reason(const node_state& n, std::uint64_t id) {
 // The error reply about a gone actor: b = reply_gone, blob = its reason.
 rpc_reply gone_reply(const node_state& n, std::uint64_t id) {
   auto why = tomb_reason(n, id);
-  rpc_reply r{false, 0, reply_gone,
+  rpc_reply r{false,
+              0,
+              reply_gone,
               why.to_string() + " (its record and mailbox were reclaimed)",
               {}};
   pack_payload(r.blob, why);
@@ -729,8 +731,9 @@ void drain_to_letters(node_state& n, actor_rec& a) {
     while (box.peek(read, wait_limit::none()) == ring_status::ok)
       box.ack();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "pactor: node: the mailbox of %s could not be read "
-                         "when it was reclaimed: %s\n",
+    std::fprintf(stderr,
+                 "pactor: node: the mailbox of %s could not be read "
+                 "when it was reclaimed: %s\n",
                  actor_ref(a.id).to_string().c_str(), e.what());
   }
   if (count != 0)
@@ -1032,7 +1035,9 @@ rpc_reply handle(node_state& n, std::uint64_t from, const rpc_request& q,
   case rpc_op::restart: {
     auto* a = find(q.a);
     if (a == nullptr && is_gone(n, q.a))
-      return {false, 0, reply_gone,
+      return {false,
+              0,
+              reply_gone,
               "it was reclaimed after it ended (the node keeps the "
               "mailboxes of the newest actor_system_options::keep_exited "
               "ended actors, "

@@ -68,8 +68,17 @@ def pss_kb(pid):
     raise RuntimeError("no Pss in smaps_rollup")
 
 
-def idle_pss_kb(method):
-    """PSS of an idle child, forked from this (small) parent."""
+def private_kb(pid):
+    kb = 0.0
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                kb += float(line.split()[1])
+    return kb
+
+
+def idle_pss_kb(method, measure=None):
+    """PSS (or `measure`) of an idle child, forked from this (small) parent."""
     ctx = mp.get_context(method)
     samples = []
     for _ in range(3):
@@ -79,7 +88,7 @@ def idle_pss_kb(method):
         p.start()
         if os.read(ready_r, 1) != b"r":
             raise RuntimeError("the idle child did not start")
-        samples.append(pss_kb(p.pid))
+        samples.append((measure or pss_kb)(p.pid))
         os.write(release_w, b"x")  # the forked child holds release_w too
         for fd in (ready_r, ready_w, release_r, release_w):
             os.close(fd)
@@ -563,6 +572,7 @@ CASES = [
     ("actors_1000_spawn_s", "s", actors_1000_spawn_s),
     # An idle actor is an idle process here.
     ("idle_actor_pss_kb", "kB", lambda q: idle_pss_kb("fork")),
+    ("idle_actor_private_kb", "kB", lambda q: idle_pss_kb("fork", private_kb)),
     ("pipeline_items_per_s", "items/s", pipeline_items_per_s),
     ("manager_dict_get_us", "us",
      lambda q: cached("mgr_get", lambda: manager_dict_us(q, False))),

@@ -10,8 +10,8 @@
 #include <boost/test/unit_test.hpp>
 
 #include <chrono>
-#include <filesystem>
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <poll.h>
@@ -116,7 +116,8 @@ public:
       },
       [](const gate& g) {
         pactor::this_actor::send(g.report_to, started{});
-        auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        auto until
+          = std::chrono::steady_clock::now() + std::chrono::seconds(10);
         while (!std::filesystem::exists(g.path)
                && std::chrono::steady_clock::now() < until)
           std::this_thread::yield();
@@ -638,8 +639,8 @@ BOOST_AUTO_TEST_CASE(
   }
   BOOST_CHECK_EQUAL(letters[0].delivery, 1U); // it was being handled
   BOOST_CHECK_EQUAL(letters[1].delivery, 0U);
-  BOOST_CHECK_EQUAL(
-    pactor::decode_payload<add>(letters[2].payload).n, 3); // in order
+  BOOST_CHECK_EQUAL(pactor::decode_payload<add>(letters[2].payload).n,
+                    3); // in order
   // Its ref is an ended actor's: every use says so, with its exit reason.
   try {
     sys.send(first, add{1});
@@ -661,8 +662,8 @@ BOOST_AUTO_TEST_CASE(
   } catch (const std::invalid_argument& e) {
     BOOST_CHECK(std::string(e.what()).find("reclaimed") != std::string::npos);
   }
-  BOOST_CHECK_THROW(
-    (void)sys.request<int>(later[0], total{}, 10s), pactor::actor_exited);
+  BOOST_CHECK_THROW((void)sys.request<int>(later[0], total{}, 10s),
+                    pactor::actor_exited);
   // The newest two can still be restarted, on their mailboxes.
   sys.restart(later[2]);
   BOOST_CHECK_EQUAL(sys.request<int>(later[2], total{}, 10s), 0);
@@ -693,7 +694,7 @@ BOOST_AUTO_TEST_CASE(drop_oldest_keeps_the_newest_waiting_messages) {
   sys.send(c, gate{g.path, sys.self()});
   BOOST_REQUIRE(sys.receive<started>(10s)); // busy until the gate opens
   for (int i = 1; i <= 10; ++i)
-    sys.send(c, add{i}); // never waits
+    sys.send(c, add{i});                   // never waits
   sys.send(c, slow_add{0, 0, sys.self()}); // the eleventh
   g.open();
   // add 1..8 were the oldest of more than 3 waiting: dropped; 9, 10 and
