@@ -20,7 +20,9 @@
 #include <malloc.h>
 #include <map>
 #include <poll.h>
+#include <sched.h>
 #include <set>
+#include <span>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -97,6 +99,30 @@ struct actor_rec {
   bool endpoint = false;
 };
 
+// What an actor's process needs to start, as data: the child reads nothing
+// of the node's table (the zygote that forks it has none). Its fds travel
+// beside it: control socket, mailbox (3), replies (3), stash (if any).
+struct start_order {
+  std::uint64_t id = 0;
+  std::uint32_t incarnation = 0;
+  std::string name;
+  std::int64_t node_pid = 0;
+  std::int64_t spin_ns = 0;
+  std::uint32_t max_deliveries = 3;
+  std::uint64_t keep_newest = 0;
+  std::uint32_t commit_every = 1;
+  bad_state on_bad_state = bad_state::cold_start;
+  bool has_stash = false;
+  std::vector<resource_limit> limits;
+  std::vector<int> cpus;
+  std::uint64_t memory_limit = 0;
+  std::string cgroup;
+  std::vector<std::byte> target; // a packed_target
+  MSGPACK_DEFINE(id, incarnation, name, node_pid, spin_ns, max_deliveries,
+                 keep_newest, commit_every, on_bad_state, has_stash, limits,
+                 cpus, memory_limit, cgroup, target)
+};
+
 // A caller of await_end, answered when the actor ends or at `deadline`.
 struct end_waiter {
   std::uint64_t id;
@@ -122,6 +148,9 @@ struct node_state {
   std::map<std::uint64_t, exit_reason> tombs;
   std::deque<std::uint64_t> tomb_order;
   std::uint32_t reclaimed_since_trim = 0;
+  // The zygote (see start_zygote): pid 0 and no socket once it is gone.
+  pid_t zygote_pid = 0;
+  unique_fd zygote_sock;
   std::uint32_t max_deliveries = 3;
   std::int64_t spin_ns = 50000; // how long an actor spins before sleeping
   pid_t node_pid = 0;
@@ -339,7 +368,7 @@ bool reap_cgroup(actor_rec& a) {
 
 // Sets the actor's resource limits and CPUs in its own process; a failure
 // is its exit reason (exception "pactor::resource_limit").
-void apply_limits(const actor_rec& a) {
+void apply_limits(const start_order& a) {
   auto fail = [&](const std::string& what) {
     int err = errno;
     exit_reason r;
@@ -389,77 +418,231 @@ void apply_limits(const actor_rec& a) {
   }
 }
 
-[[noreturn]] void run_child(node_state& n, actor_rec& a, int actor_end,
-                            const packed_target& t) {
-  ctx().max_deliveries = n.max_deliveries;
-  ctx().keep_newest = a.keep_newest;
-  std::vector<int> keep{actor_end};
-  for (const auto& f : a.mailbox.fds)
-    keep.push_back(f.get());
-  for (const auto& f : a.replies.fds)
-    keep.push_back(f.get());
-  if (a.stash)
-    keep.push_back(a.stash.get());
+// The actor's process, from its order and fds (control socket, mailbox,
+// replies, stash): forked by the zygote (or by the node).
+[[noreturn]] void run_order(const start_order& o, std::span<const int> fds) {
+  ctx().max_deliveries = o.max_deliveries;
+  ctx().keep_newest = o.keep_newest;
+  const auto node_pid = static_cast<pid_t>(o.node_pid);
+  std::vector<int> keep(fds.begin(), fds.end());
   std::sort(keep.begin(), keep.end());
-  prepare_child({n.node_pid, true, keep, keep, false});
+  prepare_child({node_pid, true, keep, keep, false});
   ::signal(SIGINT, SIG_IGN); // Ctrl-C: the node decides the order
-  std::string name = a.name.empty() ? "actor-" + std::to_string(a.id) : a.name;
-  become_child(name, false, {"pactor-node", n.node_pid, false}, {});
+  std::string name = o.name.empty() ? "actor-" + std::to_string(o.id) : o.name;
+  become_child(name, false, {"pactor-node", node_pid, false}, {});
   auto& c = ctx();
-  c.node_sock = actor_end;
-  c.self_id = a.id;
-  c.incarnation = a.incarnation;
+  c.node_sock = fds[0];
+  c.self_id = o.id;
+  c.incarnation = o.incarnation;
   c.mailboxes.clear();
   c.reply_rings.clear();
   c.request_counter.store(0);
   int code = 1;
   try {
-    c.mailbox.emplace(ring::attach(a.mailbox.raw()));
-    c.replies.emplace(ring::attach(a.replies.raw()));
-    auto spin
-      = std::chrono::nanoseconds(a.spin_ns >= 0 ? a.spin_ns : n.spin_ns);
+    c.mailbox.emplace(ring::attach({fds[1], fds[2], fds[3]}));
+    c.replies.emplace(ring::attach({fds[4], fds[5], fds[6]}));
+    auto spin = std::chrono::nanoseconds(o.spin_ns);
     c.mailbox->spin(spin);
     c.replies->spin(spin);
     c.state_stash.reset();
-    if (a.stash)
-      c.state_stash.emplace(stash::attach(a.stash.get()));
-    c.commit_every = a.commit_every;
-    c.on_bad_state = a.on_bad_state;
-    apply_limits(a);
+    if (o.has_stash)
+      c.state_stash.emplace(stash::attach(fds[7]));
+    c.commit_every = o.commit_every;
+    c.on_bad_state = o.on_bad_state;
+    apply_limits(o);
+    auto t = decode_payload<packed_target>(o.target);
     auto tramp
       = reinterpret_cast<trampoline_fn>(resolve_function_ref(t.trampoline));
     auto fn = resolve_function_ref(t.function);
     code = tramp(fn, t.args);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "pactor: actor %s could not start: %s\n",
-                 actor_ref(a.id).to_string().c_str(), e.what());
+                 actor_ref(o.id).to_string().c_str(), e.what());
     code = 125;
   }
   child_exit(code);
 }
 
+// The zygote: a process the node forks before it has any actor (so with a
+// small heap), which forks every actor. Each order gets a fork A, which
+// forks the actor B and exits at once; B is then reparented to the node
+// (its subreaper), so the node reaps it as if it had forked it, while B
+// carries none of the node's table. (One fork with CLONE_PARENT would do,
+// but a raw clone leaves glibc's cached thread id stale in the child, and
+// the rings' robust mutexes record owners by that id.) The zygote answers
+// each order with B's pid once A is reaped (B is the node's child then), or
+// with -errno.
+[[noreturn]] void zygote_main(int sock, pid_t node_pid) {
+  const int keep[1] = {sock};
+  prepare_child({node_pid, true, keep, {}, false});
+  ::signal(SIGINT, SIG_IGN);
+  become_child("pactor-zygote", false, {"pactor-node", node_pid, false}, {});
+  int pipefd[2];
+  if (::pipe2(pipefd, O_CLOEXEC) != 0)
+    child_exit(1);
+  for (;;) {
+    auto size = next_message_size(sock);
+    if (size <= 0)
+      child_exit(0); // the node closed it
+    std::vector<std::byte> buf(static_cast<std::size_t>(size));
+    std::vector<unique_fd> fds;
+    if (recv_with_fds(sock, buf, fds) <= 0)
+      child_exit(0);
+    std::int64_t answer = -EINVAL;
+    try {
+      auto o = decode_payload<start_order>(buf);
+      if (fds.size() == (o.has_stash ? 8U : 7U)) {
+        std::vector<int> raw;
+        for (const auto& f : fds)
+          raw.push_back(f.get());
+        std::fflush(nullptr);
+        pid_t a = ::fork();
+        if (a == 0) { // A
+          const pid_t me = ::getpid();
+          pid_t b = ::fork();
+          if (b == 0) { // B: once A is gone, the node is its parent
+            auto until = steady::now() + std::chrono::seconds(5);
+            while (::getppid() == me && steady::now() < until)
+              ::sched_yield();
+            run_order(o, raw);
+          }
+          std::int64_t got = b > 0 ? b : -errno;
+          (void)!::write(pipefd[1], &got, sizeof got);
+          ::_exit(0);
+        }
+        if (a < 0) {
+          answer = -errno;
+        } else {
+          if (::read(pipefd[0], &answer, sizeof answer)
+              != static_cast<ssize_t>(sizeof answer))
+            answer = -EIO;
+          while (::waitpid(a, nullptr, 0) < 0 && errno == EINTR) {
+          }
+        }
+      }
+    } catch (const std::exception&) {
+    }
+    fds.clear();
+    auto sent = ::send(sock, &answer, sizeof answer, MSG_NOSIGNAL);
+    if (sent != static_cast<ssize_t>(sizeof answer))
+      child_exit(0);
+  }
+}
+
+void start_zygote(node_state& n) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+    return; // the node forks actors itself
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(sv[0]);
+    zygote_main(sv[1], n.node_pid);
+  }
+  ::close(sv[1]);
+  if (pid < 0) {
+    ::close(sv[0]);
+    return;
+  }
+  n.zygote_pid = pid;
+  n.zygote_sock.reset(sv[0]);
+}
+
+void stop_zygote(node_state& n) {
+  if (n.zygote_pid == 0)
+    return;
+  n.zygote_sock.reset(); // it exits on EOF
+  ::kill(n.zygote_pid, SIGKILL); // or now, if it is stuck
+  while (::waitpid(n.zygote_pid, nullptr, 0) < 0 && errno == EINTR) {
+  }
+  n.zygote_pid = 0;
+}
+
+// Asks the zygote to start `o`: the actor's pid, or 0 if the zygote cannot
+// (it is gone or wedged: it is stopped, and the node forks from then on).
+pid_t fork_by_zygote(node_state& n, const start_order& o,
+                     std::span<const int> fds) {
+  if (n.zygote_pid == 0)
+    return 0;
+  std::vector<std::byte> out;
+  pack_payload(out, o);
+  std::int64_t answer = 0;
+  bool ok = send_with_fds(n.zygote_sock.get(), out, fds) == 0
+            && poll_in(n.zygote_sock.get(), 10000);
+  if (ok) {
+    ssize_t got;
+    do {
+      got = ::recv(n.zygote_sock.get(), &answer, sizeof answer, 0);
+    } while (got < 0 && errno == EINTR);
+    ok = got == static_cast<ssize_t>(sizeof answer);
+  }
+  if (!ok) {
+    std::fprintf(stderr, "pactor: node: the zygote does not answer; the node "
+                         "forks actors itself from now on\n");
+    stop_zygote(n);
+    return 0;
+  }
+  if (answer <= 0)
+    throw std::system_error(static_cast<int>(-answer), std::system_category(),
+                            "the zygote could not fork an actor");
+  return static_cast<pid_t>(answer);
+}
+
 // Forks the next incarnation of `rec` from its stored target.
 rpc_reply start_incarnation(node_state& n, actor_rec& rec) {
-  auto t = decode_payload<packed_target>(rec.target);
+  (void)decode_payload<packed_target>(rec.target); // a bad one fails here
   if (rec.memory_limit != 0) {
-    (void)memory_cgroup_base(); // found here: the child inherits it
+    (void)memory_cgroup_base(); // a child forked here inherits the answer
     rec.cgroup = "pactor-" + std::to_string(n.node_pid) + "-"
                  + std::to_string(rec.id) + "-"
                  + std::to_string(rec.incarnation);
   }
+  start_order o;
+  o.id = rec.id;
+  o.incarnation = rec.incarnation;
+  o.name = rec.name;
+  o.node_pid = n.node_pid;
+  o.spin_ns = rec.spin_ns >= 0 ? rec.spin_ns : n.spin_ns;
+  o.max_deliveries = n.max_deliveries;
+  o.keep_newest = rec.keep_newest;
+  o.commit_every = rec.commit_every;
+  o.on_bad_state = rec.on_bad_state;
+  o.has_stash = static_cast<bool>(rec.stash);
+  o.limits = rec.limits;
+  o.cpus = rec.cpus;
+  o.memory_limit = rec.memory_limit;
+  o.cgroup = rec.cgroup;
+  o.target = rec.target;
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
     return {false, 0, 0, "socketpair failed", {}};
-  std::fflush(nullptr);
-  pid_t pid = ::fork();
+  std::vector<int> fds{sv[1]};
+  for (const auto& f : rec.mailbox.fds)
+    fds.push_back(f.get());
+  for (const auto& f : rec.replies.fds)
+    fds.push_back(f.get());
+  if (rec.stash)
+    fds.push_back(rec.stash.get());
+  pid_t pid = 0;
+  try {
+    pid = fork_by_zygote(n, o, fds);
+  } catch (const std::exception& e) {
+    ::close(sv[0]);
+    ::close(sv[1]);
+    return {false, 0, 0, e.what(), {}};
+  }
+  if (pid == 0) { // no zygote: fork here
+    std::fflush(nullptr);
+    pid = ::fork();
+    if (pid == 0) {
+      ::close(sv[0]);
+      run_order(o, fds);
+    }
+  }
   if (pid < 0) {
     ::close(sv[0]);
     ::close(sv[1]);
     return {false, 0, 0, "fork failed", {}};
-  }
-  if (pid == 0) {
-    ::close(sv[0]);
-    run_child(n, rec, sv[1], t);
   }
   ::close(sv[1]);
   unique_fd pidfd(pidfd_open(pid));
@@ -1200,6 +1383,8 @@ int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
   n.spin_ns = spin_ns;
   n.keep_exited = keep_exited;
   n.node_pid = ::getpid();
+  // Before anything else is in the node's memory (fds, rings, tables).
+  start_zygote(n);
   sigset_t sigs;
   ::sigemptyset(&sigs);
   ::sigaddset(&sigs, SIGINT);
@@ -1317,6 +1502,7 @@ int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
       break;
     reclaim_exited(n);
   }
+  stop_zygote(n);
   return clean ? 0 : 3;
 }
 

@@ -737,6 +737,46 @@ BOOST_AUTO_TEST_CASE(drop_oldest_never_makes_a_sender_wait) {
   BOOST_CHECK_THROW(sys.spawn_with<counter>(unset, 0), std::invalid_argument);
 }
 
+// The children of `parent` named `comm` (from /proc).
+std::vector<pid_t> children_named(pid_t parent, const std::string& comm) {
+  std::vector<pid_t> found;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    std::ifstream stat(e.path() / "stat");
+    std::string pid, name, state;
+    long ppid = 0;
+    if ((stat >> pid >> name >> state >> ppid) && ppid == parent
+        && name == "(" + comm + ")")
+      found.push_back(static_cast<pid_t>(std::stol(pid)));
+  }
+  return found;
+}
+
+BOOST_AUTO_TEST_CASE(the_zygote_forks_actors_that_are_the_nodes_children) {
+  pactor::actor_system sys;
+  auto nodes = children_named(::getpid(), "pactor-node");
+  BOOST_REQUIRE_EQUAL(nodes.size(), 1U);
+  auto zygotes = children_named(nodes[0], "pactor-zygote");
+  BOOST_REQUIRE_EQUAL(zygotes.size(), 1U);
+  auto a = sys.spawn_with<counter>({.name = "zygote-child"}, 5);
+  BOOST_CHECK_EQUAL(sys.request<int>(a, total{}, 10s), 5);
+  // Reparented to the node: the node reaps it and sees how it ended.
+  auto mine = children_named(nodes[0], "zygote-child");
+  BOOST_REQUIRE_EQUAL(mine.size(), 1U);
+  BOOST_CHECK_EQUAL(mine[0], sys.pid(a));
+  sys.send(a, die_with{0}); // _exit(7)
+  auto why = sys.join(a, 10s);
+  BOOST_REQUIRE(why);
+  BOOST_CHECK(why->kind == pactor::exit_kind::exit_code);
+  BOOST_CHECK_EQUAL(why->code, 7);
+  // Without the zygote (killed), the node forks actors itself.
+  ::kill(zygotes[0], SIGKILL);
+  auto b = sys.spawn<counter>(6);
+  BOOST_CHECK_EQUAL(sys.request<int>(b, total{}, 10s), 6);
+  auto c = sys.spawn<counter>(7);
+  BOOST_CHECK_EQUAL(sys.request<int>(c, total{}, 10s), 7);
+  BOOST_CHECK(children_named(nodes[0], "pactor-zygote").empty()); // reaped
+}
+
 BOOST_AUTO_TEST_CASE(many_short_lived_actors_do_not_grow_the_node) {
   pactor::actor_system sys({.keep_exited = 4});
   auto node_fds = [&] {
