@@ -20,6 +20,7 @@ namespace detail {
 namespace {
 
 struct timer {
+  std::uint64_t id = 0;
   steady::time_point at;
   actor_ref to;
   type_tag_t type;
@@ -37,6 +38,7 @@ struct actor_state {
   std::uint32_t delivery = 0;
   std::optional<message_origin> origin; // of the message being handled
   std::vector<timer> timers;
+  std::uint64_t next_timer = 0;
   std::chrono::milliseconds idle{0};
   struct pending {
     std::optional<steady::time_point> deadline;
@@ -534,12 +536,23 @@ void become(behavior b) {
   detail::running().next = std::move(b);
 }
 namespace detail_timer {
-void add(actor_ref to, std::chrono::nanoseconds delay, type_tag_t type,
-         std::vector<std::byte> bytes) {
-  detail::running().timers.push_back(
-    {detail::steady::now() + delay, to, type, std::move(bytes)});
+timer_id add(actor_ref to, std::chrono::nanoseconds delay, type_tag_t type,
+             std::vector<std::byte> bytes) {
+  auto& s = detail::running();
+  auto id = ++s.next_timer;
+  s.timers.push_back(
+    {id, detail::steady::now() + delay, to, type, std::move(bytes)});
+  return timer_id{id};
 }
 } // namespace detail_timer
+bool cancel_timer(timer_id id) {
+  auto& timers = detail::running().timers;
+  return std::erase_if(timers,
+                       [&](const detail::timer& t) {
+                         return t.id == static_cast<std::uint64_t>(id);
+                       })
+         != 0;
+}
 void set_idle_timeout(std::chrono::milliseconds timeout) {
   detail::running().idle = timeout;
 }
@@ -559,6 +572,9 @@ void monitor(actor_ref who) {
   auto r = detail::call_node(
     {detail::rpc_op::monitor, self().id(), who.id(), {}, {}});
   detail::check_reply(r, "monitor");
+}
+void demonitor(actor_ref who) {
+  detail::call_node({detail::rpc_op::demonitor, self().id(), who.id(), {}, {}});
 }
 void register_name(const std::string& name) {
   auto r = detail::call_node({detail::rpc_op::reg, self().id(), 0, name, {}});

@@ -148,6 +148,7 @@ struct node_state {
   std::map<std::uint64_t, exit_reason> tombs;
   std::deque<std::uint64_t> tomb_order;
   std::uint32_t reclaimed_since_trim = 0;
+  std::uint64_t oom_kills_seen = 0; // /proc/vmstat oom_kill, last read
   // The zygote (see start_zygote): pid 0 and no socket once it is gone.
   pid_t zygote_pid = 0;
   unique_fd zygote_sock;
@@ -346,6 +347,16 @@ cgroup_base find_memory_cgroup_base() {
 const cgroup_base& memory_cgroup_base() {
   static const cgroup_base base = find_memory_cgroup_base();
   return base;
+}
+
+// The kernel's count of OOM kills so far (/proc/vmstat oom_kill; 0 if not
+// there).
+std::uint64_t oom_kills() {
+  auto vm = read_file("/proc/vmstat");
+  auto at = vm.find("\noom_kill ");
+  return at == std::string::npos
+           ? 0
+           : std::strtoull(vm.c_str() + at + 10, nullptr, 10);
 }
 
 // After an incarnation with a memory cap ended: whether the kernel killed it
@@ -551,7 +562,7 @@ void start_zygote(node_state& n) {
 void stop_zygote(node_state& n) {
   if (n.zygote_pid == 0)
     return;
-  n.zygote_sock.reset(); // it exits on EOF
+  n.zygote_sock.reset();         // it exits on EOF
   ::kill(n.zygote_pid, SIGKILL); // or now, if it is stuck
   while (::waitpid(n.zygote_pid, nullptr, 0) < 0 && errno == EINTR) {
   }
@@ -781,9 +792,23 @@ void on_death(node_state& n, actor_rec& a, int status) {
     r.core_dumped = WCOREDUMP(status);
   }
   r.incarnation = a.incarnation;
-  if (reap_cgroup(a) && r.kind == exit_kind::signal && r.code == SIGKILL)
-    r.message = "out of memory (its memory cap of "
-                + std::to_string(a.memory_limit) + " bytes)";
+  const bool capped_oom = reap_cgroup(a);
+  if (r.kind == exit_kind::signal && r.code == SIGKILL) {
+    // Nobody in pactor sent it: the kernel's OOM killer, if its count rose
+    // since the node last looked (another process's OOM kill meanwhile
+    // would be taken for this one: best effort).
+    auto kills = oom_kills();
+    const bool system_oom = kills > n.oom_kills_seen;
+    n.oom_kills_seen = kills;
+    if (capped_oom) {
+      r.kind = exit_kind::out_of_memory;
+      r.message
+        = "its memory cap of " + std::to_string(a.memory_limit) + " bytes";
+    } else if (system_oom) {
+      r.kind = exit_kind::out_of_memory;
+      r.message = "the system's OOM killer (/proc/vmstat oom_kill rose)";
+    }
+  }
   a.last = r;
   a.alive = false;
   a.kill_at.reset();
@@ -1385,6 +1410,7 @@ int node_main(int root_sock, std::int64_t shutdown_timeout_ms,
   n.node_pid = ::getpid();
   // Before anything else is in the node's memory (fds, rings, tables).
   start_zygote(n);
+  n.oom_kills_seen = oom_kills();
   sigset_t sigs;
   ::sigemptyset(&sigs);
   ::sigaddset(&sigs, SIGINT);

@@ -179,6 +179,10 @@ void actor_system::monitor(actor_ref who) {
   detail::check_reply(r, "monitor");
 }
 
+void actor_system::demonitor(actor_ref who) {
+  detail::call_node({detail::rpc_op::demonitor, self().id(), who.id(), {}, {}});
+}
+
 void actor_system::register_name(const std::string& name, actor_ref who) {
   auto r = detail::call_node({detail::rpc_op::reg, who.id(), 0, name, {}});
   detail::check_reply(r, "register_name");
@@ -296,6 +300,8 @@ std::string exit_reason::to_string() const {
     return "linked " + actor_ref(other).to_string() + " ended: " + message;
   case exit_kind::unknown:
     return "ended (" + message + ")";
+  case exit_kind::out_of_memory:
+    return "out of memory" + (message.empty() ? "" : ": " + message);
   }
   return "unknown";
 }

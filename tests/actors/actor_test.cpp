@@ -777,6 +777,106 @@ BOOST_AUTO_TEST_CASE(the_zygote_forks_actors_that_are_the_nodes_children) {
   BOOST_CHECK(children_named(nodes[0], "pactor-zygote").empty()); // reaped
 }
 
+struct arm {
+  actor_ref report_to;
+  MSGPACK_DEFINE(report_to)
+};
+struct tick {
+  MSGPACK_DEFINE()
+};
+struct tock {
+  actor_ref report_to;
+  MSGPACK_DEFINE(report_to)
+};
+struct timer_report {
+  int ticks = 0;
+  bool first_cancel = false;
+  bool second_cancel = false;
+  bool fired_cancel = true;
+  MSGPACK_DEFINE(ticks, first_cancel, second_cancel, fired_cancel)
+};
+
+// On arm: a tick in 1 ms, cancelled at once, and a tock in 5 ms. Timers
+// fire in time order, so when the tock comes the tick would have come
+// first had it not been cancelled.
+pactor::behavior cancelling_actor() {
+  auto r = std::make_shared<timer_report>();
+  auto fired = std::make_shared<pactor::this_actor::timer_id>();
+  return pactor::behavior{
+    [r, fired](const arm& a) {
+      using namespace pactor::this_actor;
+      auto t = send_after(self(), 1ms, tick{});
+      r->first_cancel = cancel_timer(t);
+      r->second_cancel = cancel_timer(t);
+      *fired = send_after(self(), 0ms, tick{});
+      send_after(self(), 5ms, tock{a.report_to});
+    },
+    [r](const tick&) { ++r->ticks; },
+    [r, fired](const tock& t) {
+      r->fired_cancel = pactor::this_actor::cancel_timer(*fired);
+      pactor::this_actor::send(t.report_to, *r);
+    },
+  };
+}
+
+BOOST_AUTO_TEST_CASE(a_cancelled_timer_never_fires) {
+  pactor::actor_system sys;
+  auto a = sys.spawn(cancelling_actor);
+  sys.send(a, arm{sys.self()});
+  auto r = sys.receive<timer_report>(10s);
+  BOOST_REQUIRE(r);
+  BOOST_CHECK_EQUAL(r->ticks, 1); // the uncancelled one only
+  BOOST_CHECK(r->first_cancel);
+  BOOST_CHECK(!r->second_cancel);
+  BOOST_CHECK(!r->fired_cancel); // it had fired
+}
+
+struct watch {
+  actor_ref target;
+  actor_ref report_to;
+  MSGPACK_DEFINE(target, report_to)
+};
+struct saw_down {
+  actor_ref who;
+  MSGPACK_DEFINE(who)
+};
+
+// Monitors what it is told to watch; reports each down it gets.
+pactor::behavior witness() {
+  auto report_to = std::make_shared<actor_ref>();
+  return pactor::behavior{
+    [report_to](const watch& w) {
+      *report_to = w.report_to;
+      pactor::this_actor::monitor(w.target);
+      return 0;
+    },
+    [report_to](const pactor::down& d) {
+      pactor::this_actor::send(*report_to, saw_down{d.who});
+    },
+  };
+}
+
+BOOST_AUTO_TEST_CASE(after_demonitor_no_down_comes) {
+  pactor::actor_system sys;
+  auto a = sys.spawn<counter>(0);
+  auto b = sys.spawn<counter>(0);
+  auto w = sys.spawn(witness);
+  BOOST_REQUIRE_EQUAL(sys.request<int>(w, watch{a, sys.self()}, 10s), 0);
+  sys.monitor(a);
+  sys.monitor(b);
+  sys.demonitor(a);
+  sys.kill(a);
+  // The witness's down and ours (had the monitor stayed) are sent in the
+  // same step of the node: once the witness reports, ours would be here.
+  auto seen = sys.receive<saw_down>(10s);
+  BOOST_REQUIRE(seen);
+  BOOST_CHECK(seen->who == a);
+  sys.kill(b);
+  auto d = sys.receive<pactor::down>(10s);
+  BOOST_REQUIRE(d);
+  BOOST_CHECK(d->who == b); // not a
+}
+
 BOOST_AUTO_TEST_CASE(many_short_lived_actors_do_not_grow_the_node) {
   pactor::actor_system sys({.keep_exited = 4});
   auto node_fds = [&] {

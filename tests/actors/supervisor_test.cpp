@@ -599,9 +599,9 @@ BOOST_AUTO_TEST_CASE(
     BOOST_CHECK_NE(why->message.find("memory cap"), std::string::npos);
     return;
   }
-  BOOST_CHECK(why->kind == pactor::exit_kind::signal);
+  BOOST_CHECK(why->kind == pactor::exit_kind::out_of_memory);
   BOOST_CHECK_EQUAL(why->code, SIGKILL);
-  BOOST_CHECK_MESSAGE(why->message.find("out of memory") != std::string::npos,
+  BOOST_CHECK_MESSAGE(why->message.find("memory cap") != std::string::npos,
                       why->to_string());
 }
 

@@ -24,6 +24,10 @@ enum class exit_kind : std::uint8_t {
   killed,    ///< killed by the node (kill(ref), or a shutdown timeout)
   linked,    ///< killed because linked actor `other` died (reason in message)
   unknown,   ///< ended so long ago that its reason is no longer kept
+  /// killed by the kernel for memory (code = SIGKILL): it hit its memory
+  /// cap (spawn_options::memory_limit), or the system's OOM killer chose it
+  /// (seen as a rise of /proc/vmstat oom_kill at its SIGKILL: best effort)
+  out_of_memory,
 };
 
 /// Who ended and why.

@@ -137,6 +137,8 @@ public:
   std::vector<dead_letter> take_dead_letters();
   /// Sends a down message to self() when `who` ends (at once if it has).
   void monitor(actor_ref who);
+  /// Stops monitoring `who` (a down already in self()'s mailbox stays).
+  void demonitor(actor_ref who);
 
   /// Names `who`; std::invalid_argument if the name is taken. Names are
   /// freed when their actor ends.

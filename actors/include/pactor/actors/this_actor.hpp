@@ -109,21 +109,30 @@ void stop();
 /// Replaces the behaviour from the next message on.
 void become(behavior b);
 
+/// Names a timer of send_after, for cancel_timer.
+enum class timer_id : std::uint64_t {};
+
 namespace detail_timer {
-void add(actor_ref to, std::chrono::nanoseconds delay, type_tag_t type,
-         std::vector<std::byte> bytes);
+timer_id add(actor_ref to, std::chrono::nanoseconds delay, type_tag_t type,
+             std::vector<std::byte> bytes);
 }
 
 /// Sends `msg` to `to` after `delay` (from this actor; the timer dies with
-/// this incarnation).
+/// this incarnation). Returns its id for cancel_timer.
 template <class T, class Rep, class Period>
-void send_after(actor_ref to, std::chrono::duration<Rep, Period> delay,
-                const T& msg) {
+timer_id send_after(actor_ref to, std::chrono::duration<Rep, Period> delay,
+                    const T& msg) {
   std::vector<std::byte> bytes;
   pack_payload(bytes, msg);
-  detail_timer::add(to, std::chrono::ceil<std::chrono::nanoseconds>(delay),
-                    type_tag<T>(), std::move(bytes));
+  return detail_timer::add(to,
+                           std::chrono::ceil<std::chrono::nanoseconds>(delay),
+                           type_tag<T>(), std::move(bytes));
 }
+
+/// Cancels a timer of this incarnation: true if it had not fired (its
+/// message is never sent), false if it had fired or is unknown (Erlang's
+/// erlang:cancel_timer).
+bool cancel_timer(timer_id id);
 
 /// A message an actor receives when nothing came for its idle timeout.
 struct idle {
@@ -141,6 +150,9 @@ void unlink(actor_ref other);
 void trap_exit(bool on);
 /// A down message comes when `who` ends (at once if it has).
 void monitor(actor_ref who);
+/// Stops monitoring `who`: no down message comes after this returns (one
+/// already in the mailbox stays).
+void demonitor(actor_ref who);
 
 void register_name(const std::string& name);
 std::optional<actor_ref> whereis(const std::string& name);
