@@ -3,6 +3,7 @@
 
 #include <pactor/actors/dedup.hpp>
 #include <pactor/actors/detail/core.hpp>
+#include <pactor/actors/reply_promise.hpp>
 #include <pactor/actors/this_actor.hpp>
 #include <pactor/runtime/wait.hpp>
 
@@ -35,6 +36,7 @@ struct actor_state {
   bool stop = false;
   exit_reason reason;
   actor_ref sender;
+  std::uint64_t request_id = 0; // of the request being handled (0: a tell)
   std::uint32_t delivery = 0;
   std::optional<message_origin> origin; // of the message being handled
   std::vector<timer> timers;
@@ -121,6 +123,7 @@ void handle_record(std::span<const std::byte> bytes, std::uint32_t delivery,
   }
   const auto& h = mv.header;
   s.sender = actor_ref(h.sender);
+  s.request_id = (h.flags & flag_request) != 0 ? h.request_id : 0;
   s.delivery = delivery;
   s.origin.reset();
   if (h.origin != 0)
@@ -177,6 +180,8 @@ void handle_record(std::span<const std::byte> bytes, std::uint32_t delivery,
       out = error_reply(current_exception_type(), "");
       flags = flag_error;
     }
+    if (out.type == 0 && flags == 0) // deferred: a reply_promise answers
+      return;
     send_reply(s.sender, h.request_id, out, flags);
     return;
   }
@@ -417,6 +422,7 @@ int run_actor(const std::function<std::unique_ptr<actor_impl>()>& make) {
     // The held (handled, not yet committed) ones are still in the ring.
     handle_record(b, d, c.keep_newest == 0 ? 0 : c.mailbox->size() - held);
     c.origin = 0;
+    s.request_id = 0; // promise() binds only inside a request's handler
   };
   try {
     while (!s.stop) {
@@ -504,6 +510,28 @@ void exit_actor(const exit_reason& why) {
 
 bool inside_actor() noexcept {
   return st().running;
+}
+
+bool deliver_reply(actor_ref to, std::uint64_t request_id, type_tag_t type,
+                   std::span<const std::byte> bytes, bool error) {
+  envelope e{type, ctx().self_id, request_id, 0,
+             flag_reply | (error ? flag_error : 0U)};
+  auto write
+    = [&](std::byte* dst) { std::copy(bytes.begin(), bytes.end(), dst); };
+  try {
+    deliver(to, e, bytes.size(), write);
+    return true;
+  } catch (const std::exception&) { // the requester is gone (or timed out
+    return false;                   // and its replies ring stays full)
+  }
+}
+
+std::pair<actor_ref, std::uint64_t> current_request() {
+  auto& s = running();
+  if (s.request_id == 0)
+    throw std::logic_error("pactor::this_actor::promise: the message being "
+                           "handled is not a request");
+  return {s.sender, s.request_id};
 }
 
 } // namespace detail

@@ -877,6 +877,129 @@ BOOST_AUTO_TEST_CASE(after_demonitor_no_down_comes) {
   BOOST_CHECK(d->who == b); // not a
 }
 
+struct take {
+  actor_ref report_to; // told when the request is deferred
+  MSGPACK_DEFINE(report_to)
+};
+struct put_item {
+  int n = 0;
+  MSGPACK_DEFINE(n)
+};
+struct refuse_next {
+  MSGPACK_DEFINE()
+};
+struct answer_for {
+  pactor::reply_promise<int> p;
+  int n = 0;
+  MSGPACK_DEFINE(p, n)
+};
+
+// Answers take with an item; with none, keeps a promise that the next
+// put_item answers (or, after refuse_next, hands to `helper`, which answers
+// with the item + 1000, or answers with an error if helper is nobody).
+class slot_actor {
+public:
+  explicit slot_actor(actor_ref helper) : helper_(helper) {
+  }
+  pactor::behavior behavior() {
+    return pactor::behavior{
+      [this](const take& t) -> pactor::reply_promise<int> {
+        auto p = pactor::this_actor::promise<int>();
+        if (!items_.empty()) {
+          p.deliver(items_.back());
+          items_.pop_back();
+        } else {
+          waiting_.push_back(p);
+          pactor::this_actor::send(t.report_to, started{});
+        }
+        return p;
+      },
+      [this](const put_item& i) {
+        if (waiting_.empty()) {
+          items_.push_back(i.n);
+          return;
+        }
+        auto p = waiting_.front();
+        waiting_.erase(waiting_.begin());
+        if (!refuse_)
+          p.deliver(i.n);
+        else if (helper_)
+          pactor::this_actor::send(helper_, answer_for{p, i.n});
+        else
+          p.deliver_error("slot::refused", "refused " + std::to_string(i.n));
+      },
+      [this](const refuse_next&) { refuse_ = true; },
+      [](const total&) -> int { // a request: promise() works here
+        return pactor::this_actor::promise<int>().pending() ? 0 : -1;
+      },
+      [](const add&) { // a tell: no promise
+        try {
+          (void)pactor::this_actor::promise<int>();
+        } catch (const std::logic_error&) {
+          return;
+        }
+        throw std::runtime_error("promise() in a tell");
+      },
+    };
+  }
+
+private:
+  actor_ref helper_;
+  std::vector<int> items_;
+  std::vector<pactor::reply_promise<int>> waiting_;
+  bool refuse_ = false;
+};
+
+pactor::behavior promise_helper() {
+  return pactor::behavior{
+    [](answer_for a) { a.p.deliver(a.n + 1000); },
+  };
+}
+
+BOOST_AUTO_TEST_CASE(a_request_answered_later_through_a_promise) {
+  pactor::actor_system sys;
+  auto helper = sys.spawn(promise_helper);
+  auto a = sys.spawn<slot_actor>(helper);
+  auto b = sys.spawn<slot_actor>(actor_ref{});
+  auto later = [&](actor_ref to, auto&& before_put, int n) {
+    std::optional<int> got;
+    std::string error;
+    std::thread asker([&] {
+      try {
+        got = sys.request<int>(to, take{sys.self()}, 10s);
+      } catch (const pactor::remote_error& e) {
+        error = e.type();
+      }
+    });
+    bool deferred = sys.receive<started>(10s).has_value();
+    before_put();
+    sys.send(to, put_item{n});
+    asker.join();
+    BOOST_CHECK(deferred);
+    return std::make_pair(got, error);
+  };
+  // Deferred, then answered by the next put_item's handler.
+  auto r1 = later(
+    a, [] {}, 42);
+  BOOST_CHECK(r1.first == std::optional<int>(42));
+  // Handed to another actor (a promise travels in a message), which answers.
+  auto r2 = later(
+    a, [&] { sys.send(a, refuse_next{}); }, 5);
+  BOOST_CHECK(r2.first == std::optional<int>(1005));
+  // Answered with an error.
+  auto r3 = later(
+    b, [&] { sys.send(b, refuse_next{}); }, 7);
+  BOOST_CHECK(!r3.first);
+  BOOST_CHECK_EQUAL(r3.second, "slot::refused");
+  // An item already there: answered at once through the promise.
+  sys.send(a, put_item{9});
+  BOOST_CHECK_EQUAL(sys.request<int>(a, take{sys.self()}, 10s), 9);
+  // A request handler may make a promise; a tell's handler may not.
+  BOOST_CHECK_EQUAL(sys.request<int>(a, total{}, 10s), 0);
+  sys.send(a, add{1});
+  BOOST_CHECK_EQUAL(sys.request<int>(a, total{}, 10s), 0); // still running
+}
+
 BOOST_AUTO_TEST_CASE(many_short_lived_actors_do_not_grow_the_node) {
   pactor::actor_system sys({.keep_exited = 4});
   auto node_fds = [&] {

@@ -8,6 +8,7 @@
 #include <pactor/actors/errors.hpp>
 #include <pactor/actors/exit_reason.hpp>
 #include <pactor/actors/manager.hpp>
+#include <pactor/actors/reply_promise.hpp>
 #include <pactor/actors/supervisor.hpp>
 #include <pactor/actors/system.hpp>
 #include <pactor/actors/this_actor.hpp>

@@ -16,9 +16,18 @@
 
 namespace pactor {
 
+template <class R>
+class reply_promise;
+
 namespace detail {
 
-/// A reply being built: its type tag and encoded payload.
+template <class T>
+inline constexpr bool returns_promise = false;
+template <class T>
+inline constexpr bool returns_promise<reply_promise<T>> = true;
+
+/// A reply being built: its type tag and encoded payload (type 0: none now,
+/// the handler returned a reply_promise).
 struct reply_out {
   type_tag_t type = 0;
   std::vector<std::byte> bytes;
@@ -81,6 +90,10 @@ public:
         h(msg);
         if (out != nullptr)
           out->type = type_tag<detail::no_value>();
+      } else if constexpr (detail::returns_promise<R>) {
+        (void)h(msg); // deferred: answered through the promise
+        if (out != nullptr)
+          out->type = 0;
       } else {
         R r = h(msg);
         if (out != nullptr) {
