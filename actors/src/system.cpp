@@ -6,6 +6,7 @@
 
 #include "context.hpp"
 
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -55,6 +56,15 @@ actor_system::actor_system(actor_system_options opts)
     throw std::logic_error("pactor::actor_system: one per program (another "
                            "one exists)");
   try {
+    // Each actor this program talks to costs it 6 fds (its mailbox and
+    // replies rings): the usual soft limit of 1,024 would end a program
+    // that talks to 170 actors. Soft = hard, as the node and Go do.
+    rlimit nofile{};
+    if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0
+        && nofile.rlim_cur < nofile.rlim_max) {
+      nofile.rlim_cur = nofile.rlim_max;
+      (void)::setrlimit(RLIMIT_NOFILE, &nofile);
+    }
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
       detail::throw_errno("socketpair for the actor system");

@@ -19,6 +19,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <thread>
@@ -998,6 +999,29 @@ BOOST_AUTO_TEST_CASE(a_request_answered_later_through_a_promise) {
   BOOST_CHECK_EQUAL(sys.request<int>(a, total{}, 10s), 0);
   sys.send(a, add{1});
   BOOST_CHECK_EQUAL(sys.request<int>(a, total{}, 10s), 0); // still running
+}
+
+BOOST_AUTO_TEST_CASE(
+  the_program_talks_to_more_actors_than_a_low_fd_limit_allows) {
+  rlimit saved{};
+  BOOST_REQUIRE_EQUAL(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  if (saved.rlim_max != RLIM_INFINITY && saved.rlim_max < 2048) {
+    BOOST_TEST_MESSAGE("hard fd limit " << saved.rlim_max << ": skipped");
+    return;
+  }
+  rlimit low = saved;
+  low.rlim_cur = 256; // 100 actors' rings need 600 fds here
+  BOOST_REQUIRE_EQUAL(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  {
+    pactor::actor_system sys; // raises the soft limit to the hard one
+    std::vector<actor_ref> refs;
+    for (int i = 0; i < 100; ++i)
+      refs.push_back(sys.spawn<counter>(i));
+    for (int i = 0; i < 100; ++i)
+      BOOST_REQUIRE_EQUAL(
+        sys.request<int>(refs[static_cast<std::size_t>(i)], total{}, 10s), i);
+  }
+  BOOST_CHECK_EQUAL(::setrlimit(RLIMIT_NOFILE, &saved), 0);
 }
 
 BOOST_AUTO_TEST_CASE(many_short_lived_actors_do_not_grow_the_node) {

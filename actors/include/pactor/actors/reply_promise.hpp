@@ -33,9 +33,8 @@ std::pair<actor_ref, std::uint64_t> current_request();
 ///
 ///     [this](const take&) -> pactor::reply_promise<job> {
 ///       auto p = pactor::this_actor::promise<job>();
-///       if (jobs_.empty()) waiting_.push_back(p);     // answered by a later put
-///       else p.deliver(pop());
-///       return p;
+///       if (jobs_.empty()) waiting_.push_back(p);     // answered by a later
+///       put else p.deliver(pop()); return p;
 ///     }
 template <class R>
 class reply_promise {
