@@ -3,6 +3,7 @@
 // (docs/design/manager.md).
 
 #include <pactor/actors/manager.hpp>
+#include <pactor/actors/reply_promise.hpp>
 #include <pactor/actors/this_actor.hpp>
 
 #include "context.hpp"
@@ -680,6 +681,13 @@ private:
 
 // ---- the manager actor ----
 
+/// A timer message: the wait of request (client, seq) is over.
+struct mgr_wait_over {
+  std::uint64_t client = 0;
+  std::uint64_t seq = 0;
+  MSGPACK_DEFINE(client, seq)
+};
+
 class manager_actor {
 public:
   explicit manager_actor(mgr_config cfg) : cfg_(std::move(cfg)) {
@@ -708,21 +716,125 @@ public:
 
   pactor::behavior behavior() {
     return pactor::behavior{
-      [this](const mgr_request& r) {
+      [this](const mgr_request& r) -> reply_promise<mgr_reply> {
+        if (r.told) { // pipelined: no reply
+          mgr_request applied;
+          auto reply = handle(r, &applied);
+          if (reply.status != 0 && r.client != 0)
+            told_errors_.try_emplace(r.client, reply); // the first counts
+          else if (reply.status == 0)
+            wake_after(applied);
+          return {};
+        }
+        auto p = this_actor::promise<mgr_reply>();
         if (r.ops.size() == 1
-            && static_cast<mgr_opcode>(r.ops.front().op) == mgr_opcode::confirm)
-          return confirmed(r.client);
-        auto reply = handle(r);
-        if (r.told && reply.status != 0 && r.client != 0)
-          told_errors_.try_emplace(r.client, reply); // the first one counts
-        return reply;
+            && static_cast<mgr_opcode>(r.ops.front().op)
+                 == mgr_opcode::confirm) {
+          p.deliver(confirmed(r.client));
+          return p;
+        }
+        // This client moved on from (or sends again) what it waits for.
+        drop_waiters(r.client, r.seq);
+        mgr_request applied;
+        auto reply = handle(r, &applied);
+        if (r.wait_ms > 0 && reply.status == 0 && r.ops.size() == 1
+            && !r.transaction && found_nothing(applied.ops.front(), reply)) {
+          add_waiter(p, std::move(applied), std::move(reply), r.wait_ms);
+          return p; // answered by a put / release, or when the wait ends
+        }
+        p.deliver(reply);
+        if (reply.status == 0)
+          wake_after(applied);
+        return p;
       },
       [this](const this_actor::idle&) { sync_now(); },
       [this](const down& d) { holder_ended(d.who); },
+      [this](const mgr_wait_over& w) { wait_over(w); },
     };
   }
 
 private:
+  // -- requests held until they can succeed (queue get, lock acquire) --
+
+  struct waiter {
+    reply_promise<mgr_reply> promise;
+    mgr_request req;   // with the holder filled in (acquire)
+    mgr_reply nothing; // the answer if the wait ends without success
+    this_actor::timer_id timer{};
+  };
+
+  void add_waiter(reply_promise<mgr_reply> p, mgr_request r, mgr_reply nothing,
+                  std::int64_t wait_ms) {
+    auto name = r.ops.front().object;
+    auto t = this_actor::send_after(this_actor::self(),
+                                    std::chrono::milliseconds(wait_ms),
+                                    mgr_wait_over{r.client, r.seq});
+    waiters_[name].push_back(
+      {std::move(p), std::move(r), std::move(nothing), t});
+  }
+
+  /// Forgets the waits of `client` up to `seq` (a later request: it gave
+  /// up on them; the same one: it is sent again, the new copy waits).
+  void drop_waiters(std::uint64_t client, std::uint64_t seq) {
+    if (client == 0 || waiters_.empty())
+      return;
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      std::erase_if(it->second, [&](const waiter& w) {
+        if (w.req.client != client || w.req.seq > seq)
+          return false;
+        this_actor::cancel_timer(w.timer);
+        return true;
+      });
+      it = it->second.empty() ? waiters_.erase(it) : std::next(it);
+    }
+  }
+
+  void wait_over(const mgr_wait_over& over) {
+    for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
+      auto& q = it->second;
+      auto w = std::find_if(q.begin(), q.end(), [&](const waiter& x) {
+        return x.req.client == over.client && x.req.seq == over.seq;
+      });
+      if (w == q.end())
+        continue;
+      auto p = std::move(w->promise);
+      auto nothing = std::move(w->nothing);
+      q.erase(w);
+      if (q.empty())
+        waiters_.erase(it);
+      p.deliver(nothing);
+      return;
+    }
+  }
+
+  /// After a request that changed objects: serves their waiters in order
+  /// while they succeed.
+  void wake_after(const mgr_request& r) {
+    if (waiters_.empty())
+      return;
+    for (const auto& op : r.ops)
+      if (mutating(static_cast<mgr_opcode>(op.op)))
+        wake(op.object);
+  }
+
+  void wake(const std::string& name) {
+    auto it = waiters_.find(name);
+    if (it == waiters_.end())
+      return;
+    auto& q = it->second;
+    while (!q.empty()) {
+      auto reply = handle_applied(q.front().req);
+      if (reply.status == 0 && found_nothing(q.front().req.ops.front(), reply))
+        break; // (applied nothing: not logged, not recorded)
+      this_actor::cancel_timer(q.front().timer);
+      auto p = std::move(q.front().promise);
+      q.pop_front();
+      p.deliver(reply);
+    }
+    if (q.empty())
+      waiters_.erase(it);
+  }
+
   /// The first error among the client's pipelined (told) requests since its
   /// last confirm, or ok.
   mgr_reply confirmed(std::uint64_t client) {
@@ -740,8 +852,14 @@ private:
   void holder_ended(actor_ref who) {
     watched_.erase(who.to_string());
     auto freed = store_.release_all(who);
-    if (freed.empty() || log_fd_ < 0)
-      return;
+    if (!freed.empty() && log_fd_ >= 0)
+      log_releases(freed);
+    for (const auto& f : freed)
+      wake(f.first);
+  }
+
+  void
+  log_releases(const std::vector<std::pair<std::string, std::string>>& freed) {
     mgr_request r;
     for (auto& [name, holder] : freed) {
       mgr_op op;
@@ -764,7 +882,9 @@ private:
       this_actor::monitor(who);
   }
 
-  mgr_reply handle(const mgr_request& in) {
+  /// Applies `in` (its acquires and releases made the sender's); `applied`
+  /// gets the request as applied.
+  mgr_reply handle(const mgr_request& in, mgr_request* applied = nullptr) {
     // A lock is held by the process that sent the request: the manager
     // writes who that is into the request (and so into the log).
     const mgr_request* rp = &in;
@@ -786,7 +906,12 @@ private:
       }
       rp = &patched;
     }
-    const mgr_request& r = *rp;
+    if (applied != nullptr)
+      *applied = *rp;
+    return handle_applied(*rp);
+  }
+
+  mgr_reply handle_applied(const mgr_request& r) {
     auto reply = handle_checked(r);
     if (reply.status == 0)
       for (const auto& op : r.ops)
@@ -1080,6 +1205,8 @@ private:
   std::string buf_;
   std::set<std::string> watched_;
   std::unordered_map<std::uint64_t, mgr_reply> told_errors_;
+  // Held try_gets and acquires, by object name, oldest first.
+  std::map<std::string, std::deque<waiter>> waiters_;
 };
 
 // ---- the client side ----
@@ -1176,9 +1303,55 @@ void confirm_all(actor_ref mgr, std::chrono::milliseconds timeout) {
   call_one(mgr, std::move(op), timeout); // after them in the mailbox
 }
 
-void mgr_backoff(std::chrono::microseconds& pause) {
-  std::this_thread::sleep_for(pause);
-  pause = std::min(pause * 2, std::chrono::microseconds(1000));
+bool found_nothing(const mgr_op& op, const mgr_reply& reply) {
+  switch (static_cast<mgr_opcode>(op.op)) {
+  case mgr_opcode::try_get:
+    return reply.values.empty();
+  case mgr_opcode::acquire:
+    return !reply.values.empty() && !from_bytes<bool>(reply.values.front());
+  default:
+    return false;
+  }
+}
+
+mgr_reply call_waiting(actor_ref mgr, mgr_op op, std::chrono::milliseconds wait,
+                       std::chrono::milliseconds rpc_timeout) {
+  using clock = std::chrono::steady_clock;
+  using ms = std::chrono::milliseconds;
+  constexpr ms slice(1000); // what a lost answer (a restart) can cost
+  constexpr ms margin(250); // past the manager's own deadline
+  auto& c = me();
+  mgr_request req;
+  req.client = c.id;
+  req.seq = ++c.seq;
+  req.ops.push_back(std::move(op));
+  const auto deadline = clock::now() + wait;
+  const auto give_up = deadline + rpc_timeout;
+  for (;;) {
+    auto left = std::max(ms(0), std::chrono::ceil<ms>(deadline - clock::now()));
+    req.wait_ms = std::min(left, slice).count();
+    mgr_reply r;
+    try {
+      r = detail::request<mgr_reply>(
+        mgr, req, wait_limit::after(ms(req.wait_ms) + margin));
+    } catch (const timeout_error&) {
+      // No answer: the same request again (the manager applies a sequence
+      // number once, and answers a repeat of an applied one with its
+      // recorded reply).
+      if (clock::now() >= give_up)
+        throw;
+      continue;
+    } catch (const actor_exited& e) {
+      throw manager_shut_down(std::string("pactor::manager_shut_down: the "
+                                          "manager is gone (")
+                              + e.what() + ")");
+    }
+    if (r.status != 0)
+      throw_status(r);
+    if (!found_nothing(req.ops.front(), r) || left.count() == 0)
+      return r;
+    // This slice of the wait ended with nothing (not applied): wait on.
+  }
 }
 
 mgr_reply call_one(actor_ref mgr, mgr_op op,
@@ -1261,15 +1434,12 @@ bool lock_proxy::try_acquire() const {
 }
 
 bool lock_proxy::acquire(std::chrono::milliseconds timeout) const {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  auto pause = std::chrono::microseconds(20);
-  for (;;) {
-    if (try_acquire())
-      return true;
-    if (std::chrono::steady_clock::now() >= deadline)
-      return false;
-    detail::mgr_backoff(pause);
-  }
+  auto r
+    = detail::call_waiting(mgr_,
+                           make(detail::mgr_opcode::acquire, {}, {},
+                                detail::to_bytes(detail::inside_actor())),
+                           timeout, std::chrono::milliseconds(timeout_ms_));
+  return detail::from_bytes<bool>(r.values.at(0));
 }
 
 void lock_proxy::lock() const {

@@ -9,10 +9,13 @@
 #include "hygiene.hpp"
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -386,6 +389,68 @@ BOOST_AUTO_TEST_CASE(a_lock_is_held_by_one_process_and_freed_when_it_dies) {
   sys.kill(holder); // dies holding it: the manager frees it
   BOOST_TEST(lock.acquire(10000ms));
   lock.release();
+}
+
+BOOST_AUTO_TEST_CASE(
+  waiting_gets_and_acquires_are_answered_by_puts_and_releases) {
+  pactor::actor_system sys;
+  pactor::manager mgr(sys);
+  auto q = mgr.queue<int>("waited");
+  // Two getters wait at the manager; two puts answer them, one value each.
+  std::vector<int> got(2, -1);
+  std::thread g0([&] { got[0] = q.get(10s); });
+  std::thread g1([&] { got[1] = q.get(10s); });
+  q.put(1);
+  q.put(2);
+  g0.join();
+  g1.join();
+  std::sort(got.begin(), got.end());
+  BOOST_TEST((got == std::vector<int>{1, 2}));
+  BOOST_TEST(q.empty());
+  // A waiting acquire gets the lock when its holder releases it.
+  auto lock = mgr.lock("waited-lock");
+  lock.lock();
+  std::optional<bool> acquired;
+  std::thread a([&] {
+    acquired = lock.acquire(10000ms);
+    lock.release();
+  });
+  lock.release();
+  a.join();
+  BOOST_TEST((acquired == std::optional<bool>(true)));
+  // A wait with nothing to take ends at its timeout, not before.
+  auto t0 = std::chrono::steady_clock::now();
+  BOOST_CHECK_THROW(q.get(300ms), pactor::queue_empty);
+  BOOST_TEST((std::chrono::steady_clock::now() - t0 >= 300ms));
+}
+
+BOOST_AUTO_TEST_CASE(a_waiting_get_survives_a_kill_of_the_manager) {
+  auto dir = fresh_dir("waiting-get"); // the queue outlives the kill
+  pactor::actor_system sys;
+  pactor::manager mgr(sys, {.data_dir = dir});
+  auto q = mgr.queue<int>("q");
+  std::optional<int> got;
+  std::string error;
+  std::thread getter([&] {
+    try {
+      got = q.get(20s);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  });
+  // Whether the get waits in the killed incarnation (lost with it: the
+  // getter sends it again, same sequence number) or is still in the
+  // mailbox (redelivered), it gets the value once.
+  auto pid = sys.pid(mgr.ref());
+  BOOST_REQUIRE(pid > 0);
+  ::kill(pid, SIGKILL);
+  q.put(7);
+  getter.join();
+  BOOST_TEST(error == "");
+  BOOST_TEST((got == std::optional<int>(7)));
+  BOOST_TEST(q.empty());
+  mgr.shutdown();
+  std::filesystem::remove_all(dir);
 }
 
 BOOST_AUTO_TEST_CASE(pipelined_adds_are_applied_once_each_and_confirmed) {

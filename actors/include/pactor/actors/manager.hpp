@@ -173,7 +173,10 @@ struct mgr_request {
   bool transaction = false;
   std::vector<mgr_op> ops;
   bool told = false; // sent without waiting (pipelined): no reply goes back
-  MSGPACK_DEFINE(client, seq, transaction, ops, told)
+  // try_get / acquire: how long the manager may hold the request for a
+  // value or the lock before it answers with nothing (0: at once).
+  std::int64_t wait_ms = 0;
+  MSGPACK_DEFINE(client, seq, transaction, ops, told, wait_ms)
 };
 
 struct mgr_reply {
@@ -215,8 +218,15 @@ void send_one(actor_ref mgr, mgr_op op);
 /// Waits until the manager applied this thread's pipelined operations;
 /// throws the first error among them.
 void confirm_all(actor_ref mgr, std::chrono::milliseconds timeout);
-/// Sleeps `pause` and doubles it up to 1 ms (polling proxies).
-void mgr_backoff(std::chrono::microseconds& pause);
+/// One try_get or acquire that the manager holds until it succeeds or
+/// `wait` has passed (in slices of at most 1 s, each sent again with the
+/// same sequence number if its answer is lost, e.g. to a restart of the
+/// manager: applied once). Throws timeout_error if no answer comes within
+/// `wait` + `rpc_timeout`.
+mgr_reply call_waiting(actor_ref mgr, mgr_op op, std::chrono::milliseconds wait,
+                       std::chrono::milliseconds rpc_timeout);
+/// Whether the reply to a single try_get or acquire found nothing.
+bool found_nothing(const mgr_op& op, const mgr_reply& reply);
 
 /// A registered function or method: (current state bytes or null,
 /// argument bytes) -> new state bytes, and (method) the result bytes.
@@ -523,8 +533,9 @@ public:
 };
 
 /// A FIFO queue held by a manager (Python's Manager().Queue()). get()
-/// polls the manager (from 20 us to 1 ms apart) until a value comes or the
-/// timeout passes: the manager never blocks on one client.
+/// waits at the manager: it holds the request (with a reply_promise, not
+/// blocking anyone else) until a put gives it a value or the timeout
+/// passes.
 template <class T>
 class queue_proxy : public detail::proxy_base {
   using op = detail::mgr_opcode;
@@ -546,15 +557,13 @@ public:
   /// Waits at most `timeout` for a value; queue_empty after it.
   template <class Rep, class Period>
   T get(std::chrono::duration<Rep, Period> timeout) const {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    auto pause = std::chrono::microseconds(20);
-    for (;;) {
-      if (auto v = try_get())
-        return std::move(*v);
-      if (std::chrono::steady_clock::now() >= deadline)
-        throw queue_empty();
-      detail::mgr_backoff(pause);
-    }
+    auto r = detail::call_waiting(
+      mgr_, make(op::try_get),
+      std::chrono::ceil<std::chrono::milliseconds>(timeout),
+      std::chrono::milliseconds(timeout_ms_));
+    if (r.values.empty())
+      throw queue_empty();
+    return detail::from_bytes<T>(r.values.front());
   }
   [[nodiscard]] std::size_t size() const {
     return first<std::size_t>(op::size);
@@ -568,8 +577,9 @@ public:
 
 /// A lock held by a manager (Python's Manager().Lock()), owned by the
 /// process (program or actor) that acquired it. When an actor holding it
-/// ends, the manager releases it. acquire() polls as queue_proxy::get
-/// does. BasicLockable: std::lock_guard<pactor::lock_proxy> works.
+/// ends, the manager releases it. acquire() waits at the manager, as
+/// queue_proxy::get does (no polling). BasicLockable:
+/// std::lock_guard<pactor::lock_proxy> works.
 class lock_proxy : public detail::proxy_base {
 public:
   using proxy_base::proxy_base;
