@@ -480,17 +480,17 @@ void apply_limits(const start_order& a) {
 // (its subreaper), so the node reaps it as if it had forked it, while B
 // carries none of the node's table. (One fork with CLONE_PARENT would do,
 // but a raw clone leaves glibc's cached thread id stale in the child, and
-// the rings' robust mutexes record owners by that id.) The zygote answers
-// each order with B's pid once A is reaped (B is the node's child then), or
-// with -errno.
+// the rings' robust mutexes record owners by that id.) A answers the order
+// with B's pid (-errno if the fork failed) and exits; B waits until its
+// parent is no longer A before it runs anything, so it is the node's child
+// before it can end. The zygote answers only refusals (a bad order, a
+// failed fork of A); the kernel reaps A (SIGCHLD ignored).
 [[noreturn]] void zygote_main(int sock, pid_t node_pid) {
   const int keep[1] = {sock};
   prepare_child({node_pid, true, keep, {}, false});
   ::signal(SIGINT, SIG_IGN);
+  ::signal(SIGCHLD, SIG_IGN); // its children (A) are reaped by the kernel
   become_child("pactor-zygote", false, {"pactor-node", node_pid, false}, {});
-  int pipefd[2];
-  if (::pipe2(pipefd, O_CLOEXEC) != 0)
-    child_exit(1);
   for (;;) {
     auto size = next_message_size(sock);
     if (size <= 0)
@@ -499,7 +499,7 @@ void apply_limits(const start_order& a) {
     std::vector<unique_fd> fds;
     if (recv_with_fds(sock, buf, fds) <= 0)
       child_exit(0);
-    std::int64_t answer = -EINVAL;
+    std::int64_t refusal = -EINVAL;
     try {
       auto o = decode_payload<start_order>(buf);
       if (fds.size() == (o.has_stash ? 8U : 7U)) {
@@ -508,34 +508,30 @@ void apply_limits(const start_order& a) {
           raw.push_back(f.get());
         std::fflush(nullptr);
         pid_t a = ::fork();
-        if (a == 0) { // A
+        if (a == 0) { // A: forks the actor, tells the node its pid, exits
+          // Not the zygote's SIG_IGN: B, dying before A exits, must stay a
+          // zombie for the node to reap, not vanish.
+          ::signal(SIGCHLD, SIG_DFL);
           const pid_t me = ::getpid();
           pid_t b = ::fork();
           if (b == 0) { // B: once A is gone, the node is its parent
-            auto until = steady::now() + std::chrono::seconds(5);
+            auto until = steady::now() + std::chrono::seconds(30);
             while (::getppid() == me && steady::now() < until)
               ::sched_yield();
-            run_order(o, raw);
+            run_order(o, raw); // (its parent checked there)
           }
           std::int64_t got = b > 0 ? b : -errno;
-          (void)!::write(pipefd[1], &got, sizeof got);
+          (void)::send(sock, &got, sizeof got, MSG_NOSIGNAL);
           ::_exit(0);
         }
-        if (a < 0) {
-          answer = -errno;
-        } else {
-          if (::read(pipefd[0], &answer, sizeof answer)
-              != static_cast<ssize_t>(sizeof answer))
-            answer = -EIO;
-          while (::waitpid(a, nullptr, 0) < 0 && errno == EINTR) {
-          }
-        }
+        if (a > 0)
+          continue; // A answers the node
+        refusal = -errno;
       }
     } catch (const std::exception&) {
     }
-    fds.clear();
-    auto sent = ::send(sock, &answer, sizeof answer, MSG_NOSIGNAL);
-    if (sent != static_cast<ssize_t>(sizeof answer))
+    if (::send(sock, &refusal, sizeof refusal, MSG_NOSIGNAL)
+        != static_cast<ssize_t>(sizeof refusal))
       child_exit(0);
   }
 }
@@ -864,10 +860,31 @@ void on_death(node_state& n, actor_rec& a, int status) {
 void reap(node_state& n, actor_rec& a, bool block = false) {
   int status = 0;
   pid_t got = 0;
-  while ((got = ::waitpid(a.pid, &status, block ? 0 : WNOHANG)) < 0
-         && errno == EINTR) {
+  // ECHILD: forked by the zygote and not yet reparented to the node (its
+  // parent A is exiting, microseconds). Not blocking: its pidfd stays
+  // readable and the next turn reaps it; blocking: look again shortly.
+  const auto until = steady::now() + std::chrono::seconds(2);
+  for (;;) {
+    got = ::waitpid(a.pid, &status, block ? 0 : WNOHANG);
+    if (got >= 0)
+      break;
+    if (errno == EINTR)
+      continue;
+    if (block && errno == ECHILD && steady::now() < until) {
+      ::sched_yield();
+      continue;
+    }
+    break;
   }
-  if (got == 0)
+  if (got < 0 && errno == ECHILD && ::kill(a.pid, 0) != 0 && errno == ESRCH) {
+    // Gone without a status for us (reaped elsewhere: must not happen);
+    // better a death by an unknown SIGKILL than a record that never ends.
+    std::fprintf(stderr, "pactor: node: %s ended without a status\n",
+                 actor_ref(a.id).to_string().c_str());
+    status = SIGKILL; // WIFSIGNALED, WTERMSIG 9
+    got = a.pid;
+  }
+  if (got <= 0)
     return;
   on_death(n, a, status);
 }
