@@ -1229,6 +1229,13 @@ client_identity& me() {
   return c;
 }
 
+// A proxy call found the manager's mailbox closed (it was shut down).
+[[noreturn]] void throw_gone(const actor_exited& e) {
+  throw manager_shut_down(
+    std::string("pactor::manager_shut_down: the manager is gone (") + e.what()
+    + ")");
+}
+
 [[noreturn]] void throw_status(const mgr_reply& r) {
   switch (static_cast<mgr_status>(r.status)) {
   case mgr_status::key_error:
@@ -1272,9 +1279,7 @@ mgr_reply call_manager(actor_ref mgr, mgr_request req,
   try {
     r = detail::request<mgr_reply>(mgr, req, wait_limit::after(timeout));
   } catch (const actor_exited& e) {
-    throw manager_shut_down(std::string("pactor::manager_shut_down: the "
-                                        "manager is gone (")
-                            + e.what() + ")");
+    throw_gone(e);
   }
   if (r.status != 0)
     throw_status(r);
@@ -1291,9 +1296,7 @@ void send_one(actor_ref mgr, mgr_op op) {
   try {
     send_message(mgr, self_ref(), req, 0, 0);
   } catch (const actor_exited& e) {
-    throw manager_shut_down(std::string("pactor::manager_shut_down: the "
-                                        "manager is gone (")
-                            + e.what() + ")");
+    throw_gone(e);
   }
 }
 
@@ -1342,9 +1345,7 @@ mgr_reply call_waiting(actor_ref mgr, mgr_op op, std::chrono::milliseconds wait,
         throw;
       continue;
     } catch (const actor_exited& e) {
-      throw manager_shut_down(std::string("pactor::manager_shut_down: the "
-                                          "manager is gone (")
-                              + e.what() + ")");
+      throw_gone(e);
     }
     if (r.status != 0)
       throw_status(r);
