@@ -928,7 +928,9 @@ void bury(node_state& n, std::uint64_t id, const exit_reason& why) {
 // What is left in the mailbox of an actor that ended and is reclaimed
 // becomes dead letters (the node's own control messages are dropped).
 void drain_to_letters(node_state& n, actor_rec& a) {
-  std::uint64_t count = 0;
+  std::uint64_t count = 0;  // never handed to the actor
+  std::uint64_t handed = 0; // handed to it, not acknowledged (its death cut
+                            // the handler, or came between reply and ack)
   auto why = "its actor ended (" + a.last.to_string()
              + ") and its mailbox was reclaimed";
   try {
@@ -951,7 +953,7 @@ void drain_to_letters(node_state& n, actor_rec& a) {
       payload = payload.first(std::min(payload.size(), max_letter_payload));
       l.payload.assign(payload.begin(), payload.end());
       keep_letter(n, std::move(l), false);
-      ++count;
+      ++(delivery > 1 ? handed : count);
     };
     while (box.peek(read, wait_limit::none()) == ring_status::ok)
       box.ack();
@@ -961,11 +963,13 @@ void drain_to_letters(node_state& n, actor_rec& a) {
                  "when it was reclaimed: %s\n",
                  actor_ref(a.id).to_string().c_str(), e.what());
   }
-  if (count != 0)
+  if (count + handed != 0)
     std::fprintf(stderr,
-                 "pactor: dead letters: %llu message(s) left in the "
-                 "mailbox of %s when it was reclaimed (it ended: %s)\n",
+                 "pactor: dead letters: %llu message(s) never delivered and "
+                 "%llu delivered but not acknowledged (perhaps handled) left "
+                 "in the mailbox of %s when it was reclaimed (it ended: %s)\n",
                  static_cast<unsigned long long>(count),
+                 static_cast<unsigned long long>(handed),
                  actor_ref(a.id).to_string().c_str(),
                  a.last.to_string().c_str());
 }
