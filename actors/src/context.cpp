@@ -234,8 +234,8 @@ void deliver(actor_ref to, const envelope& sent, std::size_t size,
   }
 }
 
-std::mutex& request_mutex() {
-  static std::mutex m;
+fair_mutex& request_mutex() {
+  static fair_mutex m;
   return m;
 }
 

@@ -681,11 +681,10 @@ private:
 
 // ---- the manager actor ----
 
-/// A timer message: the wait of request (client, seq) is over.
+/// A timer message: the wait of the waiter with this nonce is over.
 struct mgr_wait_over {
-  std::uint64_t client = 0;
-  std::uint64_t seq = 0;
-  MSGPACK_DEFINE(client, seq)
+  std::uint64_t nonce = 0;
+  MSGPACK_DEFINE(nonce)
 };
 
 class manager_actor {
@@ -735,6 +734,19 @@ public:
         }
         // This client moved on from (or sends again) what it waits for.
         drop_waiters(r.client, r.seq);
+        if (r.stale_after_ns != 0
+            && std::chrono::steady_clock::now().time_since_epoch()
+                 > std::chrono::nanoseconds(r.stale_after_ns)) {
+          // Its client stopped waiting: apply nothing, answer "nothing"
+          // (an empty get, a lost acquire), as when a wait ends.
+          mgr_reply nothing;
+          if (r.ops.size() == 1
+              && static_cast<mgr_opcode>(r.ops.front().op)
+                   == mgr_opcode::acquire)
+            nothing.values.push_back(to_bytes(false));
+          p.deliver(nothing);
+          return p;
+        }
         mgr_request applied;
         auto reply = handle(r, &applied);
         if (r.wait_ms > 0 && reply.status == 0 && r.ops.size() == 1
@@ -761,16 +773,18 @@ private:
     mgr_request req;   // with the holder filled in (acquire)
     mgr_reply nothing; // the answer if the wait ends without success
     this_actor::timer_id timer{};
+    std::uint64_t nonce = 0; // its timer message names it
   };
 
   void add_waiter(reply_promise<mgr_reply> p, mgr_request r, mgr_reply nothing,
                   std::int64_t wait_ms) {
     auto name = r.ops.front().object;
+    auto nonce = ++next_nonce_;
     auto t = this_actor::send_after(this_actor::self(),
                                     std::chrono::milliseconds(wait_ms),
-                                    mgr_wait_over{r.client, r.seq});
+                                    mgr_wait_over{nonce});
     waiters_[name].push_back(
-      {std::move(p), std::move(r), std::move(nothing), t});
+      {std::move(p), std::move(r), std::move(nothing), t, nonce});
   }
 
   /// Forgets the waits of `client` up to `seq` (a later request: it gave
@@ -793,8 +807,8 @@ private:
     for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
       auto& q = it->second;
       auto w = std::find_if(q.begin(), q.end(), [&](const waiter& x) {
-        return x.req.client == over.client && x.req.seq == over.seq;
-      });
+        return x.nonce == over.nonce; // (a fired timer of a dropped waiter
+      });                             // names none)
       if (w == q.end())
         continue;
       auto p = std::move(w->promise);
@@ -1207,6 +1221,7 @@ private:
   std::unordered_map<std::uint64_t, mgr_reply> told_errors_;
   // Held try_gets and acquires, by object name, oldest first.
   std::map<std::string, std::deque<waiter>> waiters_;
+  std::uint64_t next_nonce_ = 0;
 };
 
 // ---- the client side ----
@@ -1321,7 +1336,10 @@ mgr_reply call_waiting(actor_ref mgr, mgr_op op, std::chrono::milliseconds wait,
                        std::chrono::milliseconds rpc_timeout) {
   using clock = std::chrono::steady_clock;
   using ms = std::chrono::milliseconds;
-  constexpr ms slice(1000); // what a lost answer (a restart) can cost
+  // A slice holds this process's request lock (one request at a time per
+  // process, first come first served): other threads wait at most a slice.
+  // A lost answer (a restart of the manager) costs a slice and the margin.
+  constexpr ms slice(100);
   constexpr ms margin(250); // past the manager's own deadline
   auto& c = me();
   mgr_request req;
@@ -1333,10 +1351,13 @@ mgr_reply call_waiting(actor_ref mgr, mgr_op op, std::chrono::milliseconds wait,
   for (;;) {
     auto left = std::max(ms(0), std::chrono::ceil<ms>(deadline - clock::now()));
     req.wait_ms = std::min(left, slice).count();
+    const auto attempt = ms(req.wait_ms) + margin;
+    req.stale_after_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           (clock::now() + attempt).time_since_epoch())
+                           .count();
     mgr_reply r;
     try {
-      r = detail::request<mgr_reply>(
-        mgr, req, wait_limit::after(ms(req.wait_ms) + margin));
+      r = detail::request<mgr_reply>(mgr, req, wait_limit::after(attempt));
     } catch (const timeout_error&) {
       // No answer: the same request again (the manager applies a sequence
       // number once, and answers a repeat of an applied one with its

@@ -655,8 +655,11 @@ rpc_reply start_incarnation(node_state& n, actor_rec& rec) {
   unique_fd pidfd(pidfd_open(pid));
   if (!pidfd) { // cannot watch it: do not let it run unwatched
     ::kill(pid, SIGKILL);
-    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-    }
+    // (ECHILD: forked by the zygote, not yet reparented: look again.)
+    const auto until = steady::now() + std::chrono::seconds(2);
+    while (::waitpid(pid, nullptr, 0) < 0
+           && (errno == EINTR || (errno == ECHILD && steady::now() < until)))
+      ::sched_yield();
     ::close(sv[0]);
     return {false, 0, 0, "pidfd_open failed (out of fds?)", {}};
   }
@@ -789,13 +792,14 @@ void on_death(node_state& n, actor_rec& a, int status) {
   }
   r.incarnation = a.incarnation;
   const bool capped_oom = reap_cgroup(a);
+  // The kernel's OOM kill count, read at every death (and at start): a rise
+  // since the last death, at an unexplained SIGKILL, is taken for this
+  // actor's (another process's OOM kill in that window would be too: best
+  // effort).
+  auto kills = oom_kills();
+  const bool system_oom = kills > n.oom_kills_seen;
+  n.oom_kills_seen = kills;
   if (r.kind == exit_kind::signal && r.code == SIGKILL) {
-    // Nobody in pactor sent it: the kernel's OOM killer, if its count rose
-    // since the node last looked (another process's OOM kill meanwhile
-    // would be taken for this one: best effort).
-    auto kills = oom_kills();
-    const bool system_oom = kills > n.oom_kills_seen;
-    n.oom_kills_seen = kills;
     if (capped_oom) {
       r.kind = exit_kind::out_of_memory;
       r.message
@@ -995,6 +999,12 @@ void drop_record(node_state& n, actor_rec& a) {
 // fds and up to the mailbox's size of memory each), their records; then
 // gives the freed heap back (actors forked later share less of it).
 void reclaim_exited(node_state& n) {
+  if (n.exited.size() > n.keep_exited) // drop entries that no longer apply
+    std::erase_if(n.exited, [&](const auto& e) {
+      auto it = n.actors.find(e.first);
+      return it == n.actors.end() || it->second.alive || it->second.keep_open
+             || it->second.endpoint || it->second.deaths != e.second;
+    });
   while (n.exited.size() > n.keep_exited) {
     auto [id, death] = n.exited.front();
     n.exited.pop_front();

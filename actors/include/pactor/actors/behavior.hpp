@@ -90,7 +90,7 @@ public:
         h(msg);
         if (out != nullptr)
           out->type = type_tag<detail::no_value>();
-      } else if constexpr (detail::returns_promise<R>) {
+      } else if constexpr (detail::returns_promise<std::remove_cvref_t<R>>) {
         (void)h(msg); // deferred: answered through the promise
         if (out != nullptr)
           out->type = 0;

@@ -176,7 +176,11 @@ struct mgr_request {
   // try_get / acquire: how long the manager may hold the request for a
   // value or the lock before it answers with nothing (0: at once).
   std::int64_t wait_ms = 0;
-  MSGPACK_DEFINE(client, seq, transaction, ops, told, wait_ms)
+  // Waiting calls: past this (steady_clock, ns since its epoch: the same
+  // clock in every process) the client no longer waits for the answer, so
+  // the manager answers nothing without applying it (0: no limit).
+  std::int64_t stale_after_ns = 0;
+  MSGPACK_DEFINE(client, seq, transaction, ops, told, wait_ms, stale_after_ns)
 };
 
 struct mgr_reply {
@@ -219,8 +223,8 @@ void send_one(actor_ref mgr, mgr_op op);
 /// throws the first error among them.
 void confirm_all(actor_ref mgr, std::chrono::milliseconds timeout);
 /// One try_get or acquire that the manager holds until it succeeds or
-/// `wait` has passed (in slices of at most 1 s, each sent again with the
-/// same sequence number if its answer is lost, e.g. to a restart of the
+/// `wait` has passed (in slices of at most 100 ms, each sent again with
+/// the same sequence number if its answer is lost, e.g. to a restart of the
 /// manager: applied once). Throws timeout_error if no answer comes within
 /// `wait` + `rpc_timeout`.
 mgr_reply call_waiting(actor_ref mgr, mgr_op op, std::chrono::milliseconds wait,

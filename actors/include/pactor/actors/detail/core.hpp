@@ -14,6 +14,7 @@
 #include <pactor/serialization/envelope.hpp>
 
 #include <concepts>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -65,8 +66,34 @@ struct reply_in {
   std::vector<std::byte> bytes;
 };
 
-/// Requests are made one at a time per process (this lock).
-std::mutex& request_mutex();
+/// A FIFO lock: threads get it in the order they asked, so a thread that
+/// makes requests back to back (a manager get waiting in slices) cannot
+/// starve another thread's request.
+class fair_mutex {
+public:
+  void lock() {
+    std::unique_lock l(mu_);
+    auto mine = next_++;
+    turn_.wait(l, [&] { return serving_ == mine; });
+  }
+  void unlock() {
+    {
+      std::lock_guard l(mu_);
+      ++serving_;
+    }
+    turn_.notify_all();
+  }
+
+private:
+  std::mutex mu_;
+  std::condition_variable turn_;
+  std::uint64_t next_ = 0;
+  std::uint64_t serving_ = 0;
+};
+
+/// Requests are made one at a time per process (this lock, first come
+/// first served).
+fair_mutex& request_mutex();
 /// A fresh request id for this process (unique across its incarnations).
 std::uint64_t next_request_id();
 /// Waits for the reply to `request_id` (sent to `target`) in this process's
