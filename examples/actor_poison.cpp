@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
     auto why = sys.join(p, 10s);
     std::printf("incarnation %u ended: %s\n", why->incarnation,
                 why->to_string().c_str());
-    sys.restart(p); // a supervisor would do this (issue 6)
+    sys.restart(p); // a supervisor does this by policy (docs/supervisors.md)
   }
   std::printf("parsed %d jobs\n", sys.request<int>(p, done{}, 10s));
   for (auto& l : sys.take_dead_letters())

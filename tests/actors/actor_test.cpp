@@ -1064,7 +1064,12 @@ BOOST_AUTO_TEST_CASE(many_short_lived_actors_do_not_grow_the_node) {
 BOOST_AUTO_TEST_CASE(
   a_poison_message_ends_in_the_dead_letters_and_its_requester_gets_an_error) {
   pactor::actor_system sys({.max_deliveries = 3});
-  auto c = sys.spawn<counter>(0);
+  // The mailbox stays open across the deaths, as a supervisor keeps it: the
+  // requester waits through the restarts instead of seeing a closed
+  // mailbox between a death and the next restart (actor_exited).
+  pactor::spawn_options opts;
+  opts.keep_mailbox_open = true;
+  auto c = sys.spawn_with<counter>(opts, 0);
   std::optional<std::string> error_type;
   std::thread requester([&] {
     try {
