@@ -1027,21 +1027,13 @@ BOOST_AUTO_TEST_CASE(
 BOOST_AUTO_TEST_CASE(many_short_lived_actors_do_not_grow_the_node) {
   pactor::actor_system sys({.keep_exited = 4});
   auto node_fds = [&] {
-    // The node is the root's child named pactor-node.
-    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
-      std::ifstream stat(e.path() / "stat");
-      std::string pid, comm, state;
-      long ppid = 0;
-      if (!(stat >> pid >> comm >> state >> ppid) || ppid != ::getpid()
-          || comm != "(pactor-node)")
-        continue;
-      std::size_t n = 0;
-      for ([[maybe_unused]] const auto& f :
-           std::filesystem::directory_iterator(e.path() / "fd"))
-        ++n;
-      return n;
-    }
-    throw std::runtime_error("no pactor-node child");
+    auto nodes = children_named(::getpid(), "pactor-node");
+    BOOST_REQUIRE_EQUAL(nodes.size(), 1U);
+    std::size_t n = 0;
+    for ([[maybe_unused]] const auto& f : std::filesystem::directory_iterator(
+           "/proc/" + std::to_string(nodes[0]) + "/fd"))
+      ++n;
+    return n;
   };
   auto churn = [&](int n) {
     for (int i = 0; i < n; ++i) {
